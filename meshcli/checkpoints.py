@@ -1,0 +1,69 @@
+"""Reading checkpoint files safely and mapping them strictly onto modules.
+
+Nothing here executes code from a user's file: torch files are read with
+``weights_only=True``.
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .errors import MeshcliError
+
+
+def torch_load(path: str | Path) -> object:
+    """Load a torch checkpoint without running code from it; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MeshcliError(path, "weights file not found",
+                           "check the path, or see `meshcli weights list`")
+    if path.stat().st_size == 0:
+        raise MeshcliError(path, "weights file is empty (0 bytes)",
+                           "download it again or re-run `meshcli weights import`")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MeshcliError(path, f"refused to load: the file holds more than tensors ({first})",
+                           "use the official checkpoint file; meshcli never runs code from weights") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MeshcliError(path, f"not a readable torch checkpoint ({first})",
+                           "the file may be truncated or of another format; download it again") from None
+
+
+def load_state_dict_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor],
+                           path: str | Path, what: str = "checkpoint") -> None:
+    """Copy ``state`` into ``module``; every key must be used and every parameter present.
+
+    Shape mismatches and unknown or missing keys are reported by name, so a
+    checkpoint of the wrong variant fails with a message that says so.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+             for k in own if k in state and _shape(state[k]) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s), first {missing[0]!r}")
+    if extra:
+        problems.append(f"{len(extra)} unexpected key(s), first {extra[0]!r}")
+    if wrong:
+        problems.append(f"{len(wrong)} mis-shaped tensor(s), first {wrong[0]}")
+    if problems:
+        raise MeshcliError(path, f"does not match this {what}: " + "; ".join(problems),
+                           "check that the file is the official checkpoint for this method and --variant")
+    with torch.no_grad():
+        for k, v in own.items():
+            src = state[k]
+            v.copy_(src.reshape(v.shape) if src.numel() == v.numel() else src)
+
+
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    # BatchNorm's num_batches_tracked is saved as [] by new torch and [1] by some old code.
+    return () if t.dim() == 1 and t.numel() == 1 and t.dtype == torch.int64 else tuple(t.shape)

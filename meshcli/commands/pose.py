@@ -1,0 +1,85 @@
+"""`meshcli pose`: bottom-up multi-person 2D keypoints (DEKR)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import weights as store
+from ..device import resolve_device
+from ..errors import MeshcliError
+from ..io.sinks import JsonSink
+from ..methods import method_module, methods_for
+from .common import (Annotate, BatchSize, Device, Inputs, Out, Quiet, RandomWeights, Variant, Weights, guarded,
+                     run_and_report)
+
+COCO_ID = re.compile(r"^0*(\d+)$")
+
+
+def coco_sink(module):
+    """DIR/<input>.coco.json in COCO results format; image_id from COCO file names, else the frame index."""
+    def factory(inp, out_dir: Path, fields):
+        def records(frame, result):
+            stem = Path(frame.name).stem if not inp.is_video else ""
+            match = COCO_ID.match(stem)
+            image_id = int(match.group(1)) if match else frame.index
+            return module.coco_results(result, image_id)
+        return JsonSink(out_dir / f"{inp.name}.coco.json", records)
+    return factory
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise MeshcliError(None, f"--scales {text!r} is not a comma-separated list of numbers",
+                           "e.g. --scales 0.5,1,2") from None
+    if 1.0 not in scales or any(s <= 0 for s in scales):
+        raise MeshcliError(None, f"--scales {text!r} must be positive and include 1 (the reference scale)",
+                           "e.g. --scales 0.5,1,2")
+    return scales
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(no_args_is_help=True)
+    @guarded
+    def pose(
+        inputs: Inputs,
+        method: Annotated[str, typer.Option("--method", "-m", help="dekr")] = "dekr",
+        variant: Variant = None,
+        weights: Weights = None,
+        rescore_weights: Annotated[Path | None, typer.Option(
+            "--rescore-weights", help="DEKR's rescoring net (final_rescore_*_kpt.pth); default: the store's.",
+            show_default=False)] = None,
+        rescore: Annotated[bool, typer.Option("--rescore/--no-rescore",
+                                              help="Rescore people with DEKR's OKS net (official default).")] = True,
+        scales: Annotated[str, typer.Option("--scales", help="Test scales, e.g. 0.5,1,2 (official multi-scale).")] = "1",
+        nms_threshold: Annotated[float | None, typer.Option(
+            "--nms-threshold", help="Pose NMS threshold; default 0.05 single-scale, 0.15 multi-scale "
+            "(the official README's multi-scale setting).", show_default=False)] = None,
+        flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Flip test (official default).")] = True,
+        out: Out = Path("meshcli_out"),
+        batch_size: BatchSize = 4,
+        device: Device = "auto",
+        random_weights: RandomWeights = False,
+        annotate: Annotate = True,
+        quiet: Quiet = False,
+    ) -> None:
+        """Multi-person 2D keypoints: annotated image/video, NPZ and COCO results JSON per input."""
+        if method not in methods_for("pose"):
+            raise MeshcliError(None, f"--method {method} is not a pose method", f"use {', '.join(methods_for('pose'))}")
+        module = method_module(method)
+        variant = variant or next(iter(module.VARIANTS))
+        if variant not in module.VARIANTS:
+            raise MeshcliError(None, f"unknown --variant {variant}", f"use one of {', '.join(module.VARIANTS)}")
+        path = store.resolve(method, variant, weights, random_weights)
+        rescore_path = None
+        if rescore and not random_weights:
+            dataset = variant.split("-", 1)[1]
+            rescore_path = store.resolve(method, f"rescore-{dataset}", rescore_weights, False)
+        predictor = module.Predictor(path, variant=variant, device=resolve_device(device),
+                                     scales=parse_scales(scales), flip=flip, nms_threshold=nms_threshold,
+                                     rescore=rescore, rescore_weights=rescore_path)
+        run_and_report(predictor, inputs, out, batch_size, annotate, quiet, [coco_sink(module)])

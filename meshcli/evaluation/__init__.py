@@ -1,0 +1,1 @@
+"""Benchmarks' official metrics, for checking a run against ground truth."""

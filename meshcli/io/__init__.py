@@ -1,0 +1,1 @@
+"""Sources (what frames come from) and sinks (where results go)."""

@@ -1,0 +1,298 @@
+"""Where results go: annotated videos and images, and NPZ parameter dumps.
+
+Every sink writes to a temporary name in the output folder and renames it
+into place on ``close()``; ``abort()`` removes the temporary file, so a
+failed input leaves nothing half-written.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..errors import MeshcliError
+from ..methods.base import Frame, FrameResult
+
+
+def temp_path_for(final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def write_atomic(final: Path, data: bytes) -> None:
+    tmp = temp_path_for(final)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class Sink:
+    """Receives every frame of one input in order, then ``close()`` or ``abort()``."""
+
+    def write(self, frame: Frame, annotated: np.ndarray | None, result: FrameResult) -> None:
+        raise NotImplementedError
+
+    def close(self) -> list[Path]:
+        """Finish and rename into place; returns the files written."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+class _RowSpool:
+    """Rows of one NPZ key appended to a temporary file, so memory stays flat."""
+
+    def __init__(self, directory: Path):
+        self.file = tempfile.TemporaryFile(dir=directory)
+        self.dtype: np.dtype | None = None
+        self.shape: tuple[int, ...] | None = None
+        self.count = 0
+
+    def append(self, key: str, rows: np.ndarray) -> None:
+        rows = np.asarray(rows)
+        if self.dtype is None:
+            self.dtype, self.shape = rows.dtype, rows.shape[1:]
+        if rows.shape[1:] != self.shape:
+            raise ValueError(f"NPZ key {key!r}: row shape {rows.shape[1:]} differs from {self.shape}")
+        self.file.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
+        self.count += len(rows)
+
+    def write_npy(self, out) -> None:
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                  "shape": (self.count, *self.shape)}
+        np.lib.format.write_array_header_1_0(out, header)
+        self.file.seek(0)
+        while chunk := self.file.read(1 << 22):
+            out.write(chunk)
+        self.file.close()
+
+
+class NpzSink(Sink):
+    """One NPZ per input: per-person rows of all frames stacked, plus per-input fields.
+
+    Rows are spooled to temporary files while the input runs and streamed into
+    the zip at the end. ``frame_index`` gives each row's frame. Keys whose rows
+    never appeared (no person in any frame) are written with zero rows when the
+    method declares their shapes in ``empty_rows``.
+    """
+
+    def __init__(self, final: Path, fields: dict[str, Any], empty_rows: dict[str, np.ndarray]):
+        self.final = final
+        self.fields = dict(fields)
+        self.empty_rows = empty_rows
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.spools: dict[str, _RowSpool] = {"frame_index": _RowSpool(final.parent)}
+        self.names: list[str] = []
+        self.sizes: list[tuple[int, int]] = []
+        self.frame_info: dict[str, list] = {}
+        self.num_frames = 0
+
+    def write(self, frame, annotated, result):
+        self.num_frames += 1
+        self.names.append(frame.name)
+        self.sizes.append(frame.image.shape[:2])
+        for key, value in result.info.items():
+            self.frame_info.setdefault(key, []).append(value)
+        if not result.num_people:
+            return
+        self.spools["frame_index"].append("frame_index",
+                                          np.full(result.num_people, frame.index, dtype=np.int64))
+        for key, rows in result.rows.items():
+            self.spools.setdefault(key, _RowSpool(self.final.parent)).append(key, rows)
+
+    def close(self):
+        tmp = temp_path_for(self.final)
+        try:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for key, spool in self.spools.items():
+                    if spool.count == 0 and key != "frame_index":
+                        continue
+                    if spool.dtype is None:  # no person in any frame
+                        spool.dtype, spool.shape = np.dtype(np.int64), ()
+                    with zf.open(f"{key}.npy", "w", force_zip64=True) as out:
+                        spool.write_npy(out)
+                present = {k for k, s in self.spools.items() if s.count}
+                extra = {k: v for k, v in self.empty_rows.items() if k not in present}
+                extra.update({f"frame_{k}": np.asarray(v) for k, v in self.frame_info.items()})
+                extra.update({k: np.asarray(v) for k, v in self.fields.items()})
+                extra["files"] = np.asarray(self.fields.get("files", self.names))
+                extra["num_frames"] = np.int64(self.num_frames)
+                sizes = np.asarray(self.sizes, np.int64).reshape(-1, 2)
+                # (H, W) of the input's frames; per frame only when they differ (image folders)
+                constant = len(sizes) > 0 and (sizes == sizes[0]).all()
+                extra["image_size"] = sizes[0] if constant else sizes
+                for key, value in extra.items():
+                    buf = io.BytesIO()
+                    np.save(buf, value, allow_pickle=False)
+                    zf.writestr(f"{key}.npy", buf.getvalue())
+            os.replace(tmp, self.final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            for spool in self.spools.values():
+                spool.file.close()
+        return [self.final]
+
+    def abort(self):
+        for spool in self.spools.values():
+            spool.file.close()
+
+
+class ImageSink(Sink):
+    """Annotated images: DIR/<stem><ext> for one image, DIR/<folder>/<file> for a set."""
+
+    def __init__(self, out_dir: Path, single_name: str | None):
+        self.out_dir = out_dir
+        self.single_name = single_name
+        self.written: list[Path] = []
+
+    def write(self, frame, annotated, result):
+        if annotated is None:
+            return
+        target = self.out_dir / (self.single_name or frame.name)
+        ext = target.suffix.lower() if target.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp",
+                                                                  ".tif", ".tiff", ".webp") else ".png"
+        target = target.with_suffix(ext)
+        ok, data = cv2.imencode(ext, cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise MeshcliError(target, "could not encode the annotated image", "use a .png or .jpg input name")
+        write_atomic(target, data.tobytes())
+        self.written.append(target)
+
+    def close(self):
+        return self.written
+
+    def abort(self):
+        for path in self.written:
+            path.unlink(missing_ok=True)
+
+
+class VideoSink(Sink):
+    """H.264 yuv420p MP4 at the source's frame rate, one output frame per input frame.
+
+    The source's audio stream, if any, is copied packet by packet once the video
+    is written, so nothing is held in memory.
+    """
+
+    def __init__(self, final: Path, fps: float, source: Path | None = None, crf: int = 18):
+        self.final = final
+        self.fps = Fraction(fps).limit_denominator(1001 * 1000)
+        self.source = source
+        self.crf = crf
+        self.tmp = temp_path_for(final)
+        self.container = None
+        self.stream = None
+        self.count = 0
+
+    def _open(self, width: int, height: int) -> None:
+        import av
+
+        self.container = av.open(str(self.tmp), mode="w", format="mp4")
+        self.stream = self.container.add_stream("libx264", rate=self.fps)
+        self.stream.width, self.stream.height = width, height
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = {"crf": str(self.crf), "preset": "veryfast"}
+        self.stream.codec_context.time_base = 1 / self.fps
+
+    def write(self, frame, annotated, result):
+        import av
+
+        if annotated is None:
+            return
+        h, w = annotated.shape[:2]
+        if self.container is None:
+            self._open(w + w % 2, h + h % 2)
+        if w % 2 or h % 2:  # yuv420p needs even sides: pad by one edge pixel
+            annotated = np.pad(annotated, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(annotated), format="rgb24")
+        frame.pts = self.count
+        frame.time_base = 1 / self.fps
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.count += 1
+
+    def close(self):
+        if self.container is None:
+            self.tmp.unlink(missing_ok=True)
+            return []
+        try:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
+            self.container = None
+            if self.source is not None:
+                self._copy_audio()
+            os.replace(self.tmp, self.final)
+        except BaseException:
+            self.abort()
+            raise
+        return [self.final]
+
+    def _copy_audio(self) -> None:
+        """Remux: the new video stream plus the source's first audio stream, both copied."""
+        import av
+
+        with av.open(str(self.source)) as src:
+            if not src.streams.audio:
+                return
+            muxed = temp_path_for(self.final)
+            try:
+                with av.open(str(self.tmp)) as video, av.open(str(muxed), "w", format="mp4") as out:
+                    vin, ain = video.streams.video[0], src.streams.audio[0]
+                    vout = out.add_stream_from_template(vin)
+                    aout = out.add_stream_from_template(ain)
+                    for packet in video.demux(vin):
+                        if packet.dts is not None:
+                            packet.stream = vout
+                            out.mux(packet)
+                    for packet in src.demux(ain):
+                        if packet.dts is not None:
+                            packet.stream = aout
+                            out.mux(packet)
+                os.replace(muxed, self.tmp)
+            except BaseException:
+                muxed.unlink(missing_ok=True)
+                raise
+
+    def abort(self):
+        if self.container is not None:
+            try:
+                self.container.close()
+            except Exception:  # the file is being thrown away anyway
+                pass
+            self.container = None
+        self.tmp.unlink(missing_ok=True)
+
+
+class JsonSink(Sink):
+    """A JSON list built from each frame's result by ``to_records(frame, result)``."""
+
+    def __init__(self, final: Path, to_records):
+        self.final = final
+        self.to_records = to_records
+        self.records: list[dict] = []
+
+    def write(self, frame, annotated, result):
+        self.records.extend(self.to_records(frame, result))
+
+    def close(self):
+        write_atomic(self.final, json.dumps(self.records).encode())
+        return [self.final]
+
+    def abort(self):
+        self.records = []

@@ -1,0 +1,207 @@
+"""Turning command-line inputs into streams of frames.
+
+An *input* is one command-line argument: an image, a folder or glob of images
+(naturally sorted), or a video. Each input becomes one NPZ and one annotated
+output. Videos are decoded by PyAV frame by frame, so memory does not grow
+with the video's length.
+"""
+from __future__ import annotations
+
+import glob as globlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import MeshcliError
+from ..methods.base import Frame
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+ImageReader = Callable[[Path], np.ndarray]
+
+
+def natural_key(path: Path) -> list:
+    """Sort key so that frame2.png comes before frame10.png."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+@dataclass
+class Input:
+    """One command-line input and what it expands to."""
+
+    arg: str
+    kind: str  # "image" | "images" | "video"
+    name: str  # output stem: DIR/<name>.npz, DIR/<name>.mp4 or DIR/<name>/...
+    files: list[Path] = field(default_factory=list)  # images, or the one video
+
+    @property
+    def is_video(self) -> bool:
+        return self.kind == "video"
+
+
+def expand_inputs(args: list[str], extensions: set[str] | None = None) -> tuple[list[Input], list[MeshcliError]]:
+    """Resolve command-line arguments; bad ones become errors, the rest still run."""
+    extensions = extensions or (IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
+    inputs: list[Input] = []
+    errors: list[MeshcliError] = []
+    for arg in args:
+        try:
+            inputs.append(_expand_one(arg, extensions))
+        except MeshcliError as err:
+            errors.append(err)
+    _make_names_unique(inputs)
+    return inputs, errors
+
+
+def _expand_one(arg: str, extensions: set[str]) -> Input:
+    path = Path(arg)
+    image_exts = extensions - VIDEO_EXTENSIONS
+    if any(ch in arg for ch in "*?[") and not path.exists():
+        files = sorted((Path(p) for p in globlib.glob(arg) if Path(p).suffix.lower() in image_exts
+                        and Path(p).is_file()), key=natural_key)
+        if not files:
+            raise MeshcliError(arg, "the pattern matches no image files",
+                               f"check the pattern; accepted extensions: {', '.join(sorted(image_exts))}")
+        return Input(arg, "images", _glob_name(arg), files)
+    if path.is_dir():
+        files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in image_exts),
+                       key=natural_key)
+        if not files:
+            raise MeshcliError(path, "the folder holds no image files",
+                               f"point at a folder with {', '.join(sorted(image_exts))} files")
+        return Input(arg, "images", path.resolve().name, files)
+    if not path.exists():
+        raise MeshcliError(path, "no such file or folder", "check the path")
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_EXTENSIONS & extensions:
+        return Input(arg, "video", path.stem, [path])
+    if suffix in image_exts:
+        return Input(arg, "image", path.stem, [path])
+    raise MeshcliError(path, f"unsupported file type {suffix or '(no extension)'!r}",
+                       f"give an image ({', '.join(sorted(image_exts))}), a folder"
+                       + (f" or a video ({', '.join(sorted(VIDEO_EXTENSIONS & extensions))})"
+                          if VIDEO_EXTENSIONS & extensions else ""))
+
+
+def _glob_name(pattern: str) -> str:
+    fixed = [p for p in Path(pattern).parts if not any(ch in p for ch in "*?[")]
+    return Path(*fixed).resolve().name if fixed else "images"
+
+
+def _make_names_unique(inputs: list[Input]) -> None:
+    seen: dict[str, int] = {}
+    for inp in inputs:
+        n = seen.get(inp.name, 0)
+        seen[inp.name] = n + 1
+        if n:
+            inp.name = f"{inp.name}-{n + 1}"
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image file to HxWx3 uint8 RGB (EXIF orientation applied)."""
+    data = _read_bytes(path)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise MeshcliError(path, "not a decodable image (corrupt, truncated or not an image despite its name)",
+                           "re-export the file or remove it from the input")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise MeshcliError(path, "no such file", "check the path") from None
+    except OSError as err:
+        raise MeshcliError(path, f"cannot be read ({err.strerror})", "check its permissions") from None
+    if not data:
+        raise MeshcliError(path, "the file is empty (0 bytes)", "re-export or re-copy it")
+    return data
+
+
+@dataclass
+class VideoInfo:
+    fps: float
+    time_base: Fraction | None
+    num_frames: int  # 0 when the container does not say
+    width: int
+    height: int
+    rotation: int  # degrees counter-clockwise applied to decoded frames
+    has_audio: bool
+
+
+def probe_video(path: Path) -> VideoInfo:
+    import av
+
+    _check_nonempty(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MeshcliError(path, "the file has no video stream", "give a video or an image")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or Fraction(30)
+            rotation = 0
+            for frame in container.decode(stream):  # rotation lives on frames' display matrix
+                rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+                break
+            else:
+                raise MeshcliError(path, "the video has no decodable frames", "check the file is not truncated")
+            w, h = stream.codec_context.width, stream.codec_context.height
+            if rotation in (90, 270):
+                w, h = h, w
+            return VideoInfo(float(rate), stream.time_base, int(stream.frames or 0), w, h, rotation,
+                             bool(container.streams.audio))
+    except av.error.FFmpegError as err:
+        raise MeshcliError(path, f"not a readable video ({err.strerror or type(err).__name__})",
+                           "the file may be truncated or not a video; re-export it") from None
+
+
+def _check_nonempty(path: Path) -> None:
+    if not Path(path).exists():
+        raise MeshcliError(path, "no such file", "check the path")
+    if Path(path).stat().st_size == 0:
+        raise MeshcliError(path, "the file is empty (0 bytes)", "re-export or re-copy it")
+
+
+def iter_video(path: Path, rotation: int = 0) -> Iterator[Frame]:
+    """Decode a video frame by frame (RGB), rotated upright per its metadata."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for index, frame in enumerate(container.decode(stream)):
+                image = frame.to_ndarray(format="rgb24")
+                if rotation:
+                    image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))
+                yield Frame(image, index, f"{path.name}#{index}", frame.time)
+    except av.error.FFmpegError as err:
+        raise MeshcliError(path, f"video decoding failed ({err.strerror or type(err).__name__}); "
+                           "the file is truncated or damaged",
+                           "re-export or re-download the video") from None
+
+
+def iter_frames(inp: Input, reader: ImageReader, video_rotation: int = 0,
+                on_bad_file: Callable[[MeshcliError], None] | None = None) -> Iterator[Frame]:
+    """Frames of one input. In an image folder a bad file is reported and skipped."""
+    if inp.is_video:
+        yield from iter_video(inp.files[0], video_rotation)
+        return
+    index = 0
+    for path in inp.files:
+        try:
+            image = reader(path)
+        except MeshcliError as err:
+            if inp.kind == "image" or on_bad_file is None:
+                raise
+            on_bad_file(err)
+            continue
+        yield Frame(image, index, path.name)
+        index += 1

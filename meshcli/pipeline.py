@@ -1,0 +1,400 @@
+"""The streamed pipeline: source -> preprocess -> batch -> predict -> render -> sinks.
+
+Three threads overlap the work and bounded queues join them, so memory stays
+flat however long a video is:
+
+    decode thread   frames of every input, decoded and preprocessed
+    calling thread  device batches through ``predictor.infer`` and ``postprocess``
+    render thread   ``predictor.annotate`` and the sinks (video, images, NPZ, ...)
+
+Inputs flow one after another through the same threads (the render thread
+owns any OpenGL context, which must stay on one thread). A failing input is
+aborted (its sinks delete their temporary files) and reported; the others go on.
+"""
+from __future__ import annotations
+
+import queue
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .draw import stamp
+from .errors import MeshcliError
+from .io.sinks import ImageSink, NpzSink, Sink, VideoSink
+from .io.sources import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Input, VideoInfo, expand_inputs, iter_frames,
+                         probe_video, read_rgb)
+from .methods.base import Frame, FrameResult, Predictor
+
+STAGES = ("decode", "preprocess", "model", "postprocess", "render", "encode")
+
+# Extra sinks per input, e.g. the pose command's COCO JSON: (input, out_dir, fields) -> Sink
+SinkFactory = Callable[[Input, Path, dict], Sink]
+
+
+@dataclass
+class StageTimes:
+    seconds: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in STAGES})
+    frames: int = 0
+    wall: float = 0.0
+
+    def add(self, stage: str, dt: float) -> None:
+        self.seconds[stage] += dt  # each stage is timed by a single thread, so no lock needed
+
+    def table(self) -> list[tuple[str, float, float]]:
+        """(stage, seconds, frames per second of that stage alone)."""
+        return [(s, t, self.frames / t if t > 0 else float("inf")) for s, t in self.seconds.items()]
+
+
+@dataclass
+class RunSummary:
+    written: list[Path] = field(default_factory=list)
+    failures: list[MeshcliError] = field(default_factory=list)
+    times: StageTimes = field(default_factory=StageTimes)
+    peak_rss_mb: float = 0.0
+    peak_cuda_mb: float = 0.0
+
+
+@dataclass
+class _Start:
+    input: Input
+    video: VideoInfo | None
+    num_frames: int
+
+
+@dataclass
+class _End:
+    input: Input
+    error: MeshcliError | None = None
+
+
+@dataclass
+class _Item:
+    frame: Frame
+    prepared: Any = None
+    result: FrameResult | None = None
+
+
+_STOP = object()
+
+
+class Pipeline:
+    """Runs one predictor over inputs and writes outputs; the Python API behind the CLI."""
+
+    def __init__(self, predictor: Predictor, out_dir: str | Path = "meshcli_out", *, batch_size: int = 8,
+                 annotate: bool = True, extra_sinks: list[SinkFactory] = (), queue_size: int | None = None,
+                 progress: "Progress | None" = None):
+        self.predictor = predictor
+        self.out_dir = Path(out_dir)
+        self.batch_size = max(1, batch_size)
+        self.annotate = annotate
+        self.extra_sinks = list(extra_sinks)
+        self.queue_size = queue_size or 2 * self.batch_size
+        self.progress = progress or Progress(enabled=False)
+
+    def extensions(self) -> set[str]:
+        custom = getattr(self.predictor, "file_extensions", None)
+        return set(custom) if custom else IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+
+    def run(self, args: list[str]) -> RunSummary:
+        """Process every input; returns what was written and what failed."""
+        summary = RunSummary()
+        for _ in self.stream(args, summary):
+            pass
+        return summary
+
+    def stream(self, args: list[str], summary: RunSummary | None = None) -> Iterator[tuple[Input, Frame, FrameResult]]:
+        """Yield (input, frame, result) as they are produced; outputs are written as a side effect."""
+        summary = summary if summary is not None else RunSummary()
+        inputs, errors = expand_inputs(args, self.extensions())
+        summary.failures.extend(errors)
+        start = time.perf_counter()
+        decoded: queue.Queue = queue.Queue(self.queue_size)
+        rendered: queue.Queue = queue.Queue(self.queue_size)
+        results: queue.Queue = queue.Queue(self.queue_size)
+        stop = threading.Event()
+        decoder = threading.Thread(target=self._decode, args=(inputs, decoded, summary, stop), daemon=True,
+                                   name="meshcli-decode")
+        renderer = threading.Thread(target=self._render, args=(rendered, results, summary, stop), daemon=True,
+                                    name="meshcli-render")
+        model = threading.Thread(target=self._predict, args=(decoded, rendered, summary, stop), daemon=True,
+                                 name="meshcli-model")
+        threads = (decoder, model, renderer)
+        for thread in threads:
+            thread.start()
+        try:
+            while True:
+                got = _get(results, stop)
+                if got is _STOP:
+                    break
+                yield got
+        finally:
+            stop.set()
+            while any(thread.is_alive() for thread in threads):
+                for q in (decoded, rendered, results):
+                    _drain(q)
+                time.sleep(0.01)
+            summary.times.wall = time.perf_counter() - start
+            summary.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            if torch.cuda.is_available():
+                summary.peak_cuda_mb = torch.cuda.max_memory_allocated() / 2**20
+            self.progress.finish()
+
+    # -- decode thread -------------------------------------------------------------------------
+    def _decode(self, inputs: list[Input], out: queue.Queue, summary: RunSummary, stop: threading.Event) -> None:
+        times = summary.times
+        reader = getattr(self.predictor, "read_image", None) or read_rgb
+        try:
+            for inp in inputs:
+                if stop.is_set():
+                    return
+                try:
+                    video = probe_video(inp.files[0]) if inp.is_video else None
+                except MeshcliError as err:
+                    summary.failures.append(err)
+                    continue
+                _put(out, _Start(inp, video, video.num_frames if video else len(inp.files)), stop)
+                error = None
+                frames = iter_frames(inp, reader, video.rotation if video else 0,
+                                     on_bad_file=summary.failures.append)
+                try:
+                    while not stop.is_set():
+                        t0 = time.perf_counter()
+                        frame = next(frames, None)
+                        t1 = time.perf_counter()
+                        if frame is None:
+                            break
+                        times.add("decode", t1 - t0)
+                        prepared = self.predictor.preprocess(frame)
+                        times.add("preprocess", time.perf_counter() - t1)
+                        _put(out, _Item(frame, prepared), stop)
+                except MeshcliError as err:
+                    error = err
+                _put(out, _End(inp, error), stop)
+        except BaseException as err:  # an unexpected bug: end the run rather than hang
+            _put(out, _End(None, MeshcliError(None, f"internal error while decoding: {err!r}")), stop)
+        finally:
+            _put(out, _STOP, stop)
+
+    # -- model thread: device batches ------------------------------------------------------------
+    def _predict(self, inp: queue.Queue, out: queue.Queue, summary: RunSummary, stop: threading.Event) -> None:
+        times = summary.times
+        batch: list[_Item] = []
+
+        def flush():
+            if not batch:
+                return
+            t0 = time.perf_counter()
+            raws = self.predictor.infer([item.prepared for item in batch])
+            t1 = time.perf_counter()
+            for item, raw in zip(batch, raws):
+                item.result = self.predictor.postprocess(item.prepared, raw)
+                item.prepared = None  # free tensors before the render stage holds the item
+            times.add("model", t1 - t0)
+            times.add("postprocess", time.perf_counter() - t1)
+            for item in batch:
+                _put(out, item, stop)
+            batch.clear()
+
+        error: MeshcliError | None = None  # the current input's first model error; its later frames are dropped
+        try:
+            while True:
+                msg = _get(inp, stop)
+                if isinstance(msg, _Item):
+                    if error is None:
+                        batch.append(msg)
+                        if len(batch) >= self.batch_size:
+                            error = _try(flush)
+                            batch.clear()
+                    continue
+                if isinstance(msg, _End):
+                    error = error or _try(flush)
+                    batch.clear()
+                    msg.error = msg.error or error
+                    error = None
+                _put(out, msg, stop)
+                if msg is _STOP:
+                    return
+        except BaseException as err:  # a bug in a method: fail the current input, end the run
+            stop.set()
+            _put(out, _End(None, MeshcliError(None, f"internal error in the model stage: {err!r}",
+                                              "please report this with the command line")), stop)
+            _put(out, _STOP, stop)
+
+    # -- render thread ---------------------------------------------------------------------------
+    def _render(self, inp: queue.Queue, results: queue.Queue, summary: RunSummary, stop: threading.Event) -> None:
+        times = summary.times
+        sinks: list[Sink] = []
+        current: _Start | None = None
+        untrained = self.predictor.weights.untrained
+        while True:
+            msg = _get(inp, stop)
+            if msg is _STOP:
+                _put(results, _STOP, stop)
+                return
+            try:
+                if isinstance(msg, _Start):
+                    current = msg
+                    sinks = self._open_sinks(msg)
+                    self.progress.start_input(msg.input, msg.num_frames)
+                elif isinstance(msg, _Item):
+                    if not sinks:
+                        continue
+                    t0 = time.perf_counter()
+                    annotated = None
+                    if self.annotate:
+                        annotated = self.predictor.annotate(msg.frame.image, msg.result)
+                        if untrained:
+                            stamp(annotated, "UNTRAINED WEIGHTS (--random-weights)")
+                    t1 = time.perf_counter()
+                    for sink in sinks:
+                        sink.write(msg.frame, annotated, msg.result)
+                    times.add("render", t1 - t0)
+                    times.add("encode", time.perf_counter() - t1)
+                    times.frames += 1
+                    self.progress.advance()
+                    _put(results, (current.input, msg.frame, msg.result), stop)
+                elif isinstance(msg, _End):
+                    if msg.error is not None:
+                        raise msg.error
+                    for sink in sinks:
+                        summary.written.extend(sink.close())
+                    sinks = []
+                    self.progress.end_input(msg.input, ok=True)
+            except MeshcliError as err:
+                self._abort(sinks, summary, err, current)
+                sinks = []
+            except Exception as err:  # a bug in a method or sink: report it, keep the batch going
+                self._abort(sinks, summary, MeshcliError(current.input.arg if current else None,
+                                                          f"internal error: {err!r}",
+                                                          "please report this with the command line"), current)
+                sinks = []
+
+    def _abort(self, sinks: list[Sink], summary: RunSummary, err: MeshcliError, current: _Start | None) -> None:
+        for sink in sinks:
+            sink.abort()
+        summary.failures.append(err)
+        if current is not None:
+            self.progress.end_input(current.input, ok=False)
+
+    def _open_sinks(self, start: _Start) -> list[Sink]:
+        inp, video = start.input, start.video
+        fields = dict(self.predictor.metadata())
+        fields["input"] = inp.arg
+        if video is not None:
+            fields["fps"] = video.fps
+            fields["files"] = np.array([inp.files[0].name])
+        else:
+            fields["fps"] = 0.0  # still images
+        empty = getattr(self.predictor, "empty_rows", dict)()
+        sinks: list[Sink] = [NpzSink(self.out_dir / f"{inp.name}.npz", fields, empty)]
+        if self.annotate:
+            if video is not None:
+                sinks.append(VideoSink(self.out_dir / f"{inp.name}.mp4", video.fps, inp.files[0]))
+            elif inp.kind == "image":
+                sinks.append(ImageSink(self.out_dir, inp.name + inp.files[0].suffix))
+            else:
+                sinks.append(ImageSink(self.out_dir / inp.name, None))
+        sinks.extend(factory(inp, self.out_dir, fields) for factory in self.extra_sinks)
+        return sinks
+
+
+def _try(step: Callable[[], None]) -> MeshcliError | None:
+    try:
+        step()
+    except MeshcliError as err:
+        return err
+    return None
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    """Blocking put that gives up once the run is stopped (nobody may be reading any more)."""
+    while True:
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            if stop.is_set():
+                return
+
+
+def _get(q: queue.Queue, stop: threading.Event):
+    """Blocking get that returns _STOP once the run is stopped and nothing is left."""
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                return _STOP
+
+
+def _drain(q: queue.Queue) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return
+
+
+class Progress:
+    """A rich progress bar on a terminal; plain lines otherwise (logs, CI)."""
+
+    def __init__(self, enabled: bool = True, stream=None):
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.fancy = enabled and self.stream.isatty()
+        self._bar = None
+        self._task = None
+        self._count = 0
+        self._t0 = 0.0
+        self._last = 0.0
+
+    def start_input(self, inp: Input, total: int) -> None:
+        if not self.enabled:
+            return
+        self._count, self._t0 = 0, time.perf_counter()
+        self._last = self._t0
+        if self.fancy:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                                       TimeRemainingColumn)
+
+            if self._bar is None:
+                self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                         TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(),
+                                         transient=False)
+                self._bar.start()
+            self._task = self._bar.add_task(inp.name, total=total or None, fps=0.0)
+        else:
+            print(f"{inp.arg}: {total or '?'} frame(s)", file=self.stream, flush=True)
+
+    def advance(self) -> None:
+        if not self.enabled:
+            return
+        self._count += 1
+        now = time.perf_counter()
+        fps = self._count / max(now - self._t0, 1e-9)
+        if self.fancy and self._task is not None:
+            self._bar.update(self._task, advance=1, fps=fps)
+        elif now - self._last > 5:
+            self._last = now
+            print(f"  {self._count} frames, {fps:.1f} fps", file=self.stream, flush=True)
+
+    def end_input(self, inp: Input, ok: bool) -> None:
+        if not self.enabled:
+            return
+        fps = self._count / max(time.perf_counter() - self._t0, 1e-9)
+        if not self.fancy:
+            print(f"{inp.arg}: {'done' if ok else 'FAILED'}, {self._count} frames, {fps:.1f} fps",
+                  file=self.stream, flush=True)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
