@@ -1,0 +1,72 @@
+"""Shared test helpers: where the parity fixtures are, and small media files made on the fly."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+PARITY = SHARED / "parity"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def need_shared() -> Path:
+    """The parity tools live in ../shared; tests that need them skip on a bare clone."""
+    if not (PARITY / "make_checkpoint.py").is_file():
+        pytest.skip("../shared/parity not present: parity fixtures and checkpoint writers live there")
+    return PARITY
+
+
+def make_checkpoint(spec: Path, out: Path) -> Path:
+    subprocess.run([sys.executable, str(PARITY / "make_checkpoint.py"), str(spec), str(out)], check=True)
+    return out
+
+
+def write_video(path: Path, frames: int = 10, fps: int = 12, size=(64, 48), audio: bool = False) -> Path:
+    """A small H.264 video whose frame k has a bright square at x = 4k (so frames are distinguishable)."""
+    import av
+
+    w, h = size
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+        sound = None
+        if audio:
+            sound = out.add_stream("aac", rate=16000)
+            sound.layout = "mono"
+        for k in range(frames):
+            img = np.full((h, w, 3), 30, np.uint8)
+            img[10:20, 4 * k:4 * k + 8] = 250
+            for packet in video.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        if sound is not None:
+            samples = int(16000 * frames / fps)
+            tone = (0.2 * np.sin(np.arange(samples) * 2 * np.pi * 440 / 16000)).astype(np.float32)[None]
+            chunk = 1024
+            for start in range(0, samples, chunk):
+                frame = av.AudioFrame.from_ndarray(tone[:, start:start + chunk], format="flt", layout="mono")
+                frame.sample_rate = 16000
+                frame.pts = start
+                frame.time_base = Fraction(1, 16000)
+                for packet in sound.encode(frame):
+                    out.mux(packet)
+            for packet in sound.encode():
+                out.mux(packet)
+    return path
+
+
+def video_facts(path: Path) -> dict:
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        n = sum(1 for _ in c.decode(v))
+        return {"frames": n, "fps": float(v.average_rate), "codec": v.codec_context.name,
+                "pix_fmt": v.codec_context.pix_fmt, "audio": len(c.streams.audio)}
