@@ -41,7 +41,8 @@ class Entry:
     where: str
     licence: str
     format: str
-    members: tuple[str, ...] = ()  # for archives: the members to take, in order
+    members: tuple[str, ...] = ()  # for archives: the members that make up the checkpoint
+    also: tuple[tuple[str, str], ...] = ()  # for archives: (store name, member) imported alongside
 
     @property
     def path(self) -> Path:
@@ -58,7 +59,8 @@ class Entry:
 
 def manifest() -> dict[str, Entry]:
     data = json.loads((REPO_WEIGHTS / "manifest.json").read_text())
-    return {e["name"]: Entry(**{**e, "members": tuple(e.get("members", ()))}) for e in data["checkpoints"]}
+    return {e["name"]: Entry(**{**e, "members": tuple(e.get("members", ())),
+                                "also": tuple(e.get("also", {}).items())}) for e in data["checkpoints"]}
 
 
 def entry(name: str) -> Entry:
@@ -142,11 +144,14 @@ def fetch(name: str, progress: bool = True) -> Path:
     with tempfile.TemporaryDirectory(prefix="meshcli-fetch-") as tmp:
         download = Path(tmp) / e.url.rstrip("/").split("/")[-1]
         _download(e.url, download, progress)
-        if e.members:
-            src = _extract(download, e.members, Path(tmp) / "x")
-        else:
-            src = download
-        return import_file(name, src)
+        if not e.members:
+            return import_file(name, download)
+        members = _extract(download, e.members + tuple(m for _, m in e.also), Path(tmp) / "x")
+        for other, member in e.also:
+            import_file(other, members[member])
+        first = members[e.members[0]]
+        # a TensorFlow checkpoint is named by its prefix, without .index
+        return import_file(name, first.with_suffix("") if first.suffix == ".index" else first)
 
 
 def _download(url: str, out: Path, progress: bool) -> None:
@@ -180,18 +185,22 @@ def _bar(label: str, total: int):
     return bar, task
 
 
-def _extract(archive: Path, members: tuple[str, ...], out: Path) -> Path:
-    """Extract the named members (no other paths are written); returns the first one's path."""
+def _extract(archive: Path, members: tuple[str, ...], out: Path) -> dict[str, Path]:
+    """Extract the named members, flattened into ``out`` (no other path is ever written)."""
     out.mkdir()
-    with tarfile.open(archive) as tar:
-        for member in members:
-            info = tar.getmember(member)
-            if not info.isfile():
-                raise MeshcliError(archive, f"archive member {member} is not a regular file", "download again")
-            target = out / Path(member).name
-            with tar.extractfile(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-    return out / Path(members[0]).name
+    found = {}
+    try:
+        with tarfile.open(archive) as tar:
+            for member in members:
+                info = tar.getmember(member)
+                if not info.isfile():
+                    raise MeshcliError(archive, f"archive member {member} is not a regular file", "download again")
+                found[member] = out / Path(member).name
+                with tar.extractfile(info) as src, open(found[member], "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    except (tarfile.TarError, KeyError) as err:
+        raise MeshcliError(archive, f"not the expected archive ({err})", "download it again") from None
+    return found
 
 
 def status() -> list[tuple[Entry, bool]]:
