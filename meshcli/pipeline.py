@@ -297,7 +297,8 @@ class Pipeline:
         sinks: list[Sink] = [NpzSink(self.out_dir / f"{inp.name}.npz", fields, empty)]
         if self.annotate:
             if video is not None:
-                sinks.append(VideoSink(self.out_dir / f"{inp.name}.mp4", video.fps, inp.files[0]))
+                sinks.append(VideoSink(self.out_dir / f"{inp.name}.mp4", video.fps, inp.files[0],
+                                       video.time_base))
             elif inp.kind == "image":
                 sinks.append(ImageSink(self.out_dir, inp.name + inp.files[0].suffix))
             else:

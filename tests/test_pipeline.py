@@ -201,3 +201,29 @@ def test_threads_end_when_the_consumer_stops_early(tmp_path):
     for _ in Pipeline(BrightestPixel(), tmp_path / "out", batch_size=1, queue_size=1).stream([str(src)]):
         break
     assert threading.active_count() == before
+
+
+def test_video_timestamps_are_kept_for_variable_frame_rate(tmp_path):
+    import av
+    from fractions import Fraction
+
+    src = tmp_path / "vfr.mp4"
+    times = [0, 1, 2, 5, 6, 10, 11, 12]  # in 1/10 s: gaps make the rate variable
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 10)
+        for t in times:
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * t, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 10)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    Pipeline(BrightestPixel(), tmp_path / "out").run([str(src)])
+
+    def frame_times(path):
+        with av.open(str(path)) as c:
+            return [round(f.time, 3) for f in c.decode(video=0)]
+
+    assert frame_times(tmp_path / "out" / "vfr.mp4") == frame_times(src) == [t / 10 for t in times]

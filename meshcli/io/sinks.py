@@ -185,19 +185,24 @@ class ImageSink(Sink):
 class VideoSink(Sink):
     """H.264 yuv420p MP4 at the source's frame rate, one output frame per input frame.
 
-    The source's audio stream, if any, is copied packet by packet once the video
-    is written, so nothing is held in memory.
+    Frames keep the source's timestamps (relative to its first frame) in the
+    source's time base, so variable-rate videos keep their timing. The source's
+    audio stream, if any, is copied packet by packet once the video is written.
     """
 
-    def __init__(self, final: Path, fps: float, source: Path | None = None, crf: int = 18):
+    def __init__(self, final: Path, fps: float, source: Path | None = None,
+                 time_base: Fraction | None = None, crf: int = 18):
         self.final = final
         self.fps = Fraction(fps).limit_denominator(1001 * 1000)
+        self.time_base = time_base or 1 / self.fps
         self.source = source
         self.crf = crf
         self.tmp = temp_path_for(final)
         self.container = None
         self.stream = None
         self.count = 0
+        self.first_time: float | None = None
+        self.last_pts = -1
 
     def _open(self, width: int, height: int) -> None:
         import av
@@ -207,7 +212,7 @@ class VideoSink(Sink):
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p"
         self.stream.options = {"crf": str(self.crf), "preset": "veryfast"}
-        self.stream.codec_context.time_base = 1 / self.fps
+        self.stream.codec_context.time_base = self.time_base
 
     def write(self, frame, annotated, result):
         import av
@@ -219,12 +224,23 @@ class VideoSink(Sink):
             self._open(w + w % 2, h + h % 2)
         if w % 2 or h % 2:  # yuv420p needs even sides: pad by one edge pixel
             annotated = np.pad(annotated, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(annotated), format="rgb24")
-        frame.pts = self.count
-        frame.time_base = 1 / self.fps
-        for packet in self.stream.encode(frame):
+        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(annotated), format="rgb24")
+        out.pts = self._pts(frame.time)
+        out.time_base = self.time_base
+        for packet in self.stream.encode(out):
             self.container.mux(packet)
         self.count += 1
+
+    def _pts(self, time: float | None) -> int:
+        """The source timestamp in the output time base, from 0, strictly increasing."""
+        if time is None:
+            pts = round(self.count / self.fps / self.time_base)
+        else:
+            if self.first_time is None:
+                self.first_time = time
+            pts = round((time - self.first_time) / self.time_base)
+        self.last_pts = max(pts, self.last_pts + 1)
+        return self.last_pts
 
     def close(self):
         if self.container is None:
