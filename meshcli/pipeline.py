@@ -385,14 +385,14 @@ class Progress:
             self._bar.update(self._task, advance=1, fps=fps)
         elif now - self._last > 5:
             self._last = now
-            print(f"  {self._count} frames, {fps:.1f} fps", file=self.stream, flush=True)
+            print(f"  {self._count} frames, {fps:.2f} fps", file=self.stream, flush=True)
 
     def end_input(self, inp: Input, ok: bool) -> None:
         if not self.enabled:
             return
         fps = self._count / max(time.perf_counter() - self._t0, 1e-9)
         if not self.fancy:
-            print(f"{inp.arg}: {'done' if ok else 'FAILED'}, {self._count} frames, {fps:.1f} fps",
+            print(f"{inp.arg}: {'done' if ok else 'FAILED'}, {self._count} frames, {fps:.2f} fps",
                   file=self.stream, flush=True)
 
     def finish(self) -> None:

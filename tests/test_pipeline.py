@@ -227,3 +227,15 @@ def test_video_timestamps_are_kept_for_variable_frame_rate(tmp_path):
             return [round(f.time, 3) for f in c.decode(video=0)]
 
     assert frame_times(tmp_path / "out" / "vfr.mp4") == frame_times(src) == [t / 10 for t in times]
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+
+    src = image(tmp_path / "p.png", 1, 1)
+    Pipeline(BrightestPixel(), tmp_path / "out").run([str(src)])
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("p.npz", "p.png"):
+        assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == 0o666 & ~mask

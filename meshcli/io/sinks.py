@@ -23,10 +23,21 @@ from ..methods.base import Frame, FrameResult
 
 
 def temp_path_for(final: Path) -> Path:
+    """A fresh hidden name beside ``final``, with the permissions a plain new file would get."""
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     return Path(name)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def write_atomic(final: Path, data: bytes) -> None:
