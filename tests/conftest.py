@@ -27,6 +27,23 @@ def make_checkpoint(spec: Path, out: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def parity_checkpoints(tmp_path_factory):
+    """Checkpoints written from a parity case's specs, once per session: case -> {spec name: path}."""
+    made: dict[tuple[str, str, str], Path] = {}
+
+    def get(case: str, spec: str = "spec.json", name: str | None = None) -> Path:
+        need_shared()
+        key = (case, spec, name or "")
+        if key not in made:
+            folder = tmp_path_factory.mktemp(f"{case}-{Path(spec).stem}")
+            out = folder / (name or f"{Path(spec).stem}.pth")
+            made[key] = make_checkpoint(PARITY / case / spec, out)
+        return made[key]
+
+    return get
+
+
 def write_video(path: Path, frames: int = 10, fps: int = 12, size=(64, 48), audio: bool = False) -> Path:
     """A small H.264 video whose frame k has a bright square at x = 4k (so frames are distinguishable)."""
     import av
