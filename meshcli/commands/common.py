@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from ..errors import MeshcliError
+from ..methods import method_module, methods_for
 from ..pipeline import Pipeline, Progress, RunSummary, SinkFactory
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -25,6 +26,17 @@ Variant = Annotated[str | None, typer.Option("--variant", help="Model variant (d
                                              show_default=False)]
 Annotate = Annotated[bool, typer.Option("--annotate/--no-annotate", help="Write the annotated image/video.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
+def choose_method(task: str, method: str, variant: str | None):
+    """The method module and variant a task command runs; unknown names are one-line errors."""
+    if method not in methods_for(task):
+        raise MeshcliError(None, f"--method {method} is not a {task} method", f"use {', '.join(methods_for(task))}")
+    module = method_module(method)
+    variant = variant or next(iter(module.VARIANTS))
+    if variant not in module.VARIANTS:
+        raise MeshcliError(None, f"unknown --variant {variant} for {method}", f"use one of {', '.join(module.VARIANTS)}")
+    return module, variant
 
 
 def fail(err: MeshcliError, code: int = 2) -> "typer.Exit":

@@ -11,9 +11,8 @@ from rich.table import Table
 from .. import weights as store
 from ..device import resolve_device
 from ..errors import MeshcliError
-from ..methods import method_module, methods_for
-from .common import (Annotate, BatchSize, Device, Out, Quiet, RandomWeights, Variant, Weights, guarded,
-                     run_and_report)
+from .common import (Annotate, BatchSize, Device, Out, Quiet, RandomWeights, Variant, Weights, choose_method,
+                     guarded, run_and_report)
 from .evaluate import eval_app
 
 DepthInputs = Annotated[list[str], typer.Argument(
@@ -62,12 +61,7 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
     ) -> None:
         """3D hand joints per depth frame: NPZ (joints_xyz, joints_uvd, centre_xyz) and an annotated image/folder."""
-        if method not in methods_for("hand"):
-            raise MeshcliError(None, f"--method {method} is not a hand method", f"use {', '.join(methods_for('hand'))}")
-        module = method_module(method)
-        variant = variant or next(iter(module.VARIANTS))
-        if variant not in module.VARIANTS:
-            raise MeshcliError(None, f"unknown --variant {variant}", f"use one of {', '.join(module.VARIANTS)}")
+        module, variant = choose_method("hand", method, variant)
         path = store.resolve(method, variant, weights, random_weights)
         predictor = module.Predictor(path, variant=variant, device=resolve_device(device),
                                      intrinsics=intrinsics, depth_format=depth_format, depth_scale=depth_scale,

@@ -11,9 +11,8 @@ from .. import weights as store
 from ..device import resolve_device
 from ..errors import MeshcliError
 from ..io.sinks import JsonSink
-from ..methods import method_module, methods_for
-from .common import (Annotate, BatchSize, Device, Inputs, Out, Quiet, RandomWeights, Variant, Weights, guarded,
-                     run_and_report)
+from .common import (Annotate, BatchSize, Device, Inputs, Out, Quiet, RandomWeights, Variant, Weights,
+                     choose_method, guarded, run_and_report)
 
 COCO_ID = re.compile(r"^0*(\d+)$")
 
@@ -68,12 +67,7 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
     ) -> None:
         """Multi-person 2D keypoints: annotated image/video, NPZ and COCO results JSON per input."""
-        if method not in methods_for("pose"):
-            raise MeshcliError(None, f"--method {method} is not a pose method", f"use {', '.join(methods_for('pose'))}")
-        module = method_module(method)
-        variant = variant or next(iter(module.VARIANTS))
-        if variant not in module.VARIANTS:
-            raise MeshcliError(None, f"unknown --variant {variant}", f"use one of {', '.join(module.VARIANTS)}")
+        module, variant = choose_method("pose", method, variant)
         path = store.resolve(method, variant, weights, random_weights)
         rescore_path = None
         if rescore and not random_weights:
