@@ -239,3 +239,19 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
     os.umask(mask)
     for name in ("p.npz", "p.png"):
         assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == 0o666 & ~mask
+
+
+def test_frames_with_nobody_keep_every_key_with_zero_rows(tmp_path):
+    class Nobody(BrightestPixel):
+        def postprocess(self, prepared, raw):
+            return FrameResult(0, {"keypoints": np.zeros((0, 5, 3), np.float32)})
+
+        def annotate(self, image, result):
+            return image.copy()
+
+    src = write_video(tmp_path / "empty_scene.mp4", frames=4)
+    Pipeline(Nobody(), tmp_path / "out").run([str(src)])
+    npz = np.load(tmp_path / "out" / "empty_scene.npz")
+    assert npz["keypoints"].shape == (0, 5, 3) and npz["frame_index"].shape == (0,)
+    assert int(npz["num_frames"]) == 4
+    assert video_facts(tmp_path / "out" / "empty_scene.mp4")["frames"] == 4  # no dropped frames

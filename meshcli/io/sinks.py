@@ -96,9 +96,9 @@ class NpzSink(Sink):
     """One NPZ per input: per-person rows of all frames stacked, plus per-input fields.
 
     Rows are spooled to temporary files while the input runs and streamed into
-    the zip at the end. ``frame_index`` gives each row's frame. Keys whose rows
-    never appeared (no person in any frame) are written with zero rows when the
-    method declares their shapes in ``empty_rows``.
+    the zip at the end. ``frame_index`` gives each row's frame. A key seen only
+    with zero rows is written with zero rows; ``empty_rows`` (the method's row
+    schema) covers an input that produced no frame at all.
     """
 
     def __init__(self, final: Path, fields: dict[str, Any], empty_rows: dict[str, np.ndarray]):
@@ -118,8 +118,7 @@ class NpzSink(Sink):
         self.sizes.append(frame.image.shape[:2])
         for key, value in result.info.items():
             self.frame_info.setdefault(key, []).append(value)
-        if not result.num_people:
-            return
+        # Rows are appended even when empty: a frame with nobody still fixes each key's dtype and shape.
         self.spools["frame_index"].append("frame_index",
                                           np.full(result.num_people, frame.index, dtype=np.int64))
         for key, rows in result.rows.items():
@@ -129,14 +128,12 @@ class NpzSink(Sink):
         tmp = temp_path_for(self.final)
         try:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                if self.spools["frame_index"].dtype is None:  # the input had no frame at all
+                    self.spools["frame_index"].append("frame_index", np.zeros(0, np.int64))
                 for key, spool in self.spools.items():
-                    if spool.count == 0 and key != "frame_index":
-                        continue
-                    if spool.dtype is None:  # no person in any frame
-                        spool.dtype, spool.shape = np.dtype(np.int64), ()
                     with zf.open(f"{key}.npy", "w", force_zip64=True) as out:
                         spool.write_npy(out)
-                present = {k for k, s in self.spools.items() if s.count}
+                present = set(self.spools)
                 extra = {k: v for k, v in self.empty_rows.items() if k not in present}
                 extra.update({f"frame_{k}": np.asarray(v) for k, v in self.frame_info.items()})
                 extra.update({k: np.asarray(v) for k, v in self.fields.items()})
