@@ -1,0 +1,618 @@
+"""DEKR: bottom-up multi-person 2D keypoints by disentangled keypoint regression.
+
+Geng et al., "Bottom-Up Human Pose Estimation Via Disentangled Keypoint
+Regression", CVPR 2021; official code and weights: github.com/HRNet/DEKR (MIT).
+
+An HRNet backbone feeds two heads: a heatmap head (one map per joint plus a
+person-centre map) and an offset head in which every joint has its own pair of
+adaptive (deformable) convolution blocks regressing the joint's displacement
+from each pixel. At test time the official pipeline is reproduced step by step:
+
+1. resize so that the short side is ``input_size * s`` (long side rounded up to
+   a multiple of 64 at scale 1) with ``cv2.warpAffine``; normalise with the
+   ImageNet mean/std;
+2. flip test: the mirrored input is shifted 3 px left (stride - 1) so that the
+   two output grids line up; heatmaps and regressed poses are averaged with
+   the mirrored joint order;
+3. per scale: centre-map peaks (max-pool NMS, top ``max_people`` above the
+   threshold) each propose the poses regressed at that pixel; heatmaps of all
+   scales are resized to the scale-1 input and averaged;
+4. pose NMS on the proposals (scores: centre score x heat value of each joint);
+5. back to image pixels through the inverse affine; optional rescoring of each
+   person by the official OKS-predicting MLP.
+
+People keep the order in which pose NMS picks them (the official output order).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoints import load_state_dict_strict, torch_load
+from ..device import resolve_device
+from ..draw import colour, draw_box, draw_skeleton, stamp
+from ..errors import MeshcliError
+from ..models.hrnet import HRNet, BasicBlock, concat_branches, conv_bn
+from ..ops import DeformConv2d
+from .base import Frame, FrameResult, Predictor, WeightsInfo
+
+_COCO = {
+    "joint_names": ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
+                    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+                    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"),
+    "flip_index": (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15),
+    # Limbs of the rescoring features (also the COCO skeleton that is drawn).
+    "links": ((0, 1), (0, 2), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 6), (5, 7), (5, 11),
+              (6, 8), (6, 12), (7, 9), (8, 10), (11, 12), (11, 13), (12, 14), (13, 15), (14, 16)),
+    "nms_num_threshold": 8,
+    "decrease": 0.9,
+    "rescore_file": "final_rescore_coco_kpt.pth",
+}
+_CROWDPOSE = {
+    "joint_names": ("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
+                    "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+                    "right_ankle", "head", "neck"),
+    "flip_index": (1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 12, 13),
+    "links": ((12, 13), (13, 0), (13, 1), (0, 2), (1, 3), (2, 4), (3, 5), (0, 6), (1, 7), (6, 8),
+              (7, 9), (8, 10), (9, 11), (6, 7), (0, 1)),
+    "nms_num_threshold": 7,
+    "decrease": 0.8,
+    "rescore_file": "final_rescore_crowd_pose_kpt.pth",
+}
+
+# The TEST settings of the official configs (experiments/<dataset>/w{32,48}/*.yaml).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "w32-coco": {"width": 32, "input_size": 512, "dataset": "coco", **_COCO,
+                 "checkpoint": "pose_dekr_hrnetw32_coco.pth"},
+    "w48-coco": {"width": 48, "input_size": 640, "dataset": "coco", **_COCO,
+                 "checkpoint": "pose_dekr_hrnetw48_coco.pth"},
+    "w32-crowdpose": {"width": 32, "input_size": 512, "dataset": "crowdpose", **_CROWDPOSE,
+                      "checkpoint": "pose_dekr_hrnetw32_crowdpose.pth"},
+    "w48-crowdpose": {"width": 48, "input_size": 640, "dataset": "crowdpose", **_CROWDPOSE,
+                      "checkpoint": "pose_dekr_hrnetw48_crowdpose.pth"},
+}
+
+# Store entries for the two rescoring nets (one per dataset, shared by W32 and W48).
+RESCORE_VARIANTS: dict[str, dict[str, Any]] = {"rescore-coco": _COCO, "rescore-crowdpose": _CROWDPOSE}
+
+STRIDE = 4  # input pixels per output grid cell
+OFFSET_CHANNELS_PER_JOINT = 15
+RESCORE_HIDDEN = 256
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+FLIP_SHIFT = STRIDE - 1  # columns the mirrored input moves left to align the output grids
+POOL_THRESHOLDS = (300, 200)  # mean grid side above which the centre NMS kernel is 7, else 5, else 3
+NMS_THRESHOLD = 0.05  # pose NMS distance factor, single-scale config
+NMS_THRESHOLD_MULTISCALE = 0.15  # the official README's setting for multi-scale testing
+CENTER_THRESHOLD = 0.01
+MAX_PEOPLE = 30
+DRAW_THRESHOLD = 0.3  # person score below which annotate() leaves a person out (official demo's --visthre)
+
+
+def _variant(variant: str | None) -> str:
+    name = variant or next(iter(VARIANTS))
+    if name not in VARIANTS:
+        raise MeshcliError(None, f"unknown DEKR variant {name!r}", f"choose one of {', '.join(VARIANTS)}")
+    return name
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+class AdaptBlock(nn.Module):
+    """Residual block whose 3x3 deformable conv samples along a per-pixel affine grid.
+
+    Each pixel predicts a 2x2 matrix A and a translation t; tap k of the
+    regular 3x3 grid (dy, dx) = R[:, k] moves to A R[:, k] + t, i.e. the
+    sampling offset is (A - I) R[:, k] + t.
+    """
+
+    def __init__(self, channels: int, dilation: int = 1):
+        super().__init__()
+        # Row 0: the taps' y, row 1: their x (torchvision's (dy, dx) order).
+        self.register_buffer("regular_matrix", torch.tensor(
+            [[-1, -1, -1, 0, 0, 0, 1, 1, 1], [-1, 0, 1, -1, 0, 1, -1, 0, 1]], dtype=torch.float32))
+        self.transform_matrix_conv = nn.Conv2d(channels, 4, 3, 1, 1)
+        self.translation_conv = nn.Conv2d(channels, 2, 3, 1, 1)
+        self.adapt_conv = DeformConv2d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.transform_matrix_conv(x)
+        t = self.translation_conv(x)
+        ry = self.regular_matrix[0].view(1, -1, 1, 1)
+        rx = self.regular_matrix[1].view(1, -1, 1, 1)
+        dy = a[:, 0:1] * ry + a[:, 1:2] * rx - ry + t[:, 0:1]
+        dx = a[:, 2:3] * ry + a[:, 3:4] * rx - rx + t[:, 1:2]
+        offset = torch.stack([dy, dx], 2).flatten(1, 2)  # channels dy0, dx0, dy1, dx1, ...
+        return F.relu(self.bn(self.adapt_conv(x, offset)) + x)
+
+
+class DekrNet(HRNet):
+    """HRNet with DEKR's heads; ``forward`` returns the raw (heatmap, offset) outputs.
+
+    heatmap: (N, J+1, H/4, W/4), the last channel is the person centre.
+    offset: (N, 2J, H/4, W/4), channels (x, y) per joint in grid units; the
+    joint regressed at grid pixel p is p - offset.
+    """
+
+    def __init__(self, width: int, num_joints: int):
+        super().__init__(width)
+        features = sum(self.out_channels)
+        self.num_joints = num_joints
+        # (attribute order = the official state dict's order)
+        self.transition_heatmap = conv_bn(features, width, kernel=1)
+        self.transition_offset = conv_bn(features, num_joints * OFFSET_CHANNELS_PER_JOINT, kernel=1)
+        self.head_heatmap = nn.ModuleList([nn.Sequential(BasicBlock(width, width)),
+                                           nn.Conv2d(width, num_joints + 1, 1)])
+        self.offset_feature_layers = nn.ModuleList(
+            nn.Sequential(AdaptBlock(OFFSET_CHANNELS_PER_JOINT), AdaptBlock(OFFSET_CHANNELS_PER_JOINT))
+            for _ in range(num_joints))
+        self.offset_final_layer = nn.ModuleList(
+            nn.Conv2d(OFFSET_CHANNELS_PER_JOINT, 2, 1) for _ in range(num_joints))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = concat_branches(super().forward(x))
+        heatmap = self.head_heatmap[1](self.head_heatmap[0](self.transition_heatmap(feats)))
+        per_joint = self.transition_offset(feats).split(OFFSET_CHANNELS_PER_JOINT, 1)
+        offset = torch.cat([final(layers(f)) for f, layers, final in
+                            zip(per_joint, self.offset_feature_layers, self.offset_final_layer)], 1)
+        return heatmap, offset
+
+
+class RescoreNet(nn.Module):
+    """The official PredictOKSNet: an MLP from pose features to a predicted OKS."""
+
+    def __init__(self, in_features: int, hidden: int = RESCORE_HIDDEN):
+        super().__init__()
+        self.l1 = nn.Linear(in_features, hidden)
+        self.l2 = nn.Linear(hidden, hidden)
+        self.l3 = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.l3(F.relu(self.l2(F.relu(self.l1(x)))))
+
+
+def build_network(variant: str) -> DekrNet:
+    cfg = VARIANTS[_variant(variant)]
+    return DekrNet(cfg["width"], len(cfg["joint_names"]))
+
+
+def build_rescore_net(variant: str) -> RescoreNet:
+    """The rescoring net of a pose variant, or of a store entry ``rescore-coco`` / ``rescore-crowdpose``."""
+    cfg = RESCORE_VARIANTS.get(variant) or VARIANTS[_variant(variant)]
+    return RescoreNet(3 * len(cfg["links"]) + len(cfg["joint_names"]))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _read_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
+    state = torch_load(path)
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MeshcliError(path, "is not a plain state dict of tensors (the official DEKR files are)",
+                           "use the official .pth file as downloaded")
+    return state
+
+
+def load_network(module: DekrNet, path: str | Path, variant: str) -> None:
+    load_state_dict_strict(module, _read_state_dict(path), path, what=f"DEKR {variant} network")
+
+
+def load_rescore_net(module: RescoreNet, path: str | Path, variant: str) -> None:
+    # The official code loads this file with strict=False; meshcli insists on all six tensors.
+    load_state_dict_strict(module, _read_state_dict(path), path, what=f"DEKR {variant} rescoring net")
+
+
+def validate_checkpoint(path: Path, variant: str) -> None:
+    """Check a file against a pose variant's network, or against ``rescore-<dataset>``'s rescoring net.
+
+    Every tensor name and shape must match; nothing is allocated.
+    """
+    state = _read_state_dict(path)
+    with torch.device("meta"):
+        if variant in RESCORE_VARIANTS:
+            load_state_dict_strict(build_rescore_net(variant), state, path, what=f"DEKR {variant} net")
+        else:
+            load_state_dict_strict(build_network(variant), state, path, what=f"DEKR {_variant(variant)} network")
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def resize_geometry(image_hw: tuple[int, int], input_size: int, s: float
+                    ) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+    """Network input size (W, H) at scale ``s``, affine centre (int px) and scale (w, h in 200 px).
+
+    The short side becomes ``input_size * s``; the long side keeps the aspect
+    ratio, rounded up to a multiple of 64 at scale 1, then times ``s``.
+    """
+    h, w = image_hw
+    center = np.array([int(w / 2.0 + 0.5), int(h / 2.0 + 0.5)])
+    short = int((input_size + 63) // 64 * 64)
+    if w < h:
+        size = (int(short * s), int(int((short / w * h + 63) // 64 * 64) * s))
+        scale = np.array([w / 200.0, size[1] / size[0] * w / 200.0])
+    else:
+        size = (int(int((short / h * w + 63) // 64 * 64) * s), int(short * s))
+        scale = np.array([size[0] / size[1] * h / 200.0, h / 200.0])
+    return size, center, scale
+
+
+def affine_matrix(center: np.ndarray, scale: np.ndarray, size: tuple[int, int],
+                  inverse: bool = False) -> np.ndarray:
+    """Image -> input affine (or its inverse) from three point pairs, as the official code builds it.
+
+    The source square of side ``scale[0] * 200`` around ``center`` maps onto
+    the width of ``size``; the points are float32, which the parity of the
+    matrix (and so of the warped input) depends on.
+    """
+    half_src = scale[0] * 200.0 * -0.5
+    width, height = size
+    src = np.zeros((3, 2), np.float32)
+    dst = np.zeros((3, 2), np.float32)
+    src[0] = center
+    src[1] = center + np.array([0.0, half_src])
+    dst[0] = [width * 0.5, height * 0.5]
+    dst[1] = np.array([width * 0.5, height * 0.5]) + np.array([0, width * -0.5], np.float32)
+    for pts in (src, dst):  # third point: the first one, rotated 90 degrees about the second
+        d = pts[0] - pts[1]
+        pts[2] = pts[1] + np.array([-d[1], d[0]], np.float32)
+    return cv2.getAffineTransform(dst, src) if inverse else cv2.getAffineTransform(src, dst)
+
+
+def normalise(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 RGB -> 3xHxW float32, /255 then ImageNet mean/std."""
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div(255)
+    return x.sub(torch.tensor(MEAN).view(3, 1, 1)).div(torch.tensor(STD).view(3, 1, 1))
+
+
+def flip_input(x: torch.Tensor) -> torch.Tensor:
+    """Mirror the batch and shift it FLIP_SHIFT columns left; the last columns keep mirrored values."""
+    xf = x.flip(3)
+    xf[..., :-FLIP_SHIFT] = xf[..., FLIP_SHIFT:].clone()
+    return xf
+
+
+def regressed_poses(offset: torch.Tensor) -> torch.Tensor:
+    """(N, 2J, h, w) offsets -> (N, h, w, J, 2) joint positions (x, y) in grid units."""
+    n, c, h, w = offset.shape
+    off = offset.permute(0, 2, 3, 1).reshape(n, h, w, c // 2, 2)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=offset.dtype, device=offset.device),
+                            torch.arange(w, dtype=offset.dtype, device=offset.device), indexing="ij")
+    return torch.stack([xs, ys], -1)[None, :, :, None, :] - off
+
+
+def merge_flip(heatmap: torch.Tensor, offset: torch.Tensor, heatmap_flip: torch.Tensor,
+               offset_flip: torch.Tensor, flip_index: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average the plain and mirrored passes: (heatmap (N,J+1,h,w), posemap (N,h,w,J,2))."""
+    heat_index = list(flip_index) + [len(flip_index)]  # the centre channel maps to itself
+    heat = (heatmap + heatmap_flip.flip(3)[:, heat_index]) / 2.0
+    poses = regressed_poses(offset)
+    mirrored = regressed_poses(offset_flip)[:, :, :, list(flip_index)]
+    width = offset.shape[-1]
+    mirrored = torch.stack([width - mirrored[..., 0] - 1, mirrored[..., 1]], -1)
+    return heat, (poses + mirrored.flip(2)) / 2.0
+
+
+def center_peaks(center: torch.Tensor, max_people: int, threshold: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local maxima of the (h, w) centre map: flat indices and values, best first, above threshold."""
+    h, w = center.shape
+    side = (h + w) / 2.0
+    kernel = 7 if side > POOL_THRESHOLDS[0] else 5 if side > POOL_THRESHOLDS[1] else 3
+    pooled = F.max_pool2d(center[None, None], kernel, 1, kernel // 2)[0, 0]
+    peaks = center * (pooled == center).float()
+    values, index = peaks.flatten().topk(min(max_people, h * w))
+    keep = values > threshold
+    return index[keep], values[keep]
+
+
+def upsample_heatmap(heat: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Grid heatmaps -> scale-1 input pixels: align-corners bilinear, the last ratio-1 rows/cols repeated."""
+    h, w = heat.shape[-2:]
+    th, tw = int(ratio * h), int(ratio * w)
+    sh, sw = int(th / h), int(tw / w)
+    up = F.interpolate(heat, size=(th - sh + 1, tw - sw + 1), mode="bilinear", align_corners=True)
+    return F.pad(up, (0, sw - 1, 0, sh - 1), mode="replicate")
+
+
+def heat_values(coords: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
+    """Heat of joint j at each proposal's joint j: (K, J, 2) pixels, (J+1, H, W) -> (K, J, 1).
+
+    Reads the pixel containing the point (floor), clamped to the border.
+    """
+    _, h, w = heatmap.shape
+    flat = heatmap[:-1].flatten(1).transpose(0, 1)
+    y = torch.clamp(torch.floor(coords[..., 1]), 0, h - 1).long()
+    x = torch.clamp(torch.floor(coords[..., 0]), 0, w - 1).long()
+    return torch.gather(flat, 0, y * w + x).unsqueeze(-1)
+
+
+def nms_keep(coords: torch.Tensor, heat_score: torch.Tensor, threshold: float, num_threshold: int) -> list[int]:
+    """Greedy pose NMS; returns the kept indices in the order they are picked.
+
+    Proposal i covers k when more than ``num_threshold`` joints lie closer than
+    ``threshold * diag(i)`` (diag: the diagonal of i's own joint box). Walking
+    the proposals in order, the best-heat member of i's cover set is kept and
+    the whole set removed, unless that member was already removed.
+    """
+    span = coords.amax(1) - coords.amin(1)
+    diag2 = span[:, 0] * span[:, 0] + span[:, 1] * span[:, 1]
+    dist = (coords[:, None] - coords[None]).pow(2).sum(3).sqrt()
+    close = (dist < (threshold * torch.sqrt(diag2))[:, None, None]).sum(2)
+    covers = close > num_threshold
+    removed: set[int] = set()
+    keep: list[int] = []
+    for i in range(len(coords)):
+        if i in removed:
+            continue
+        # A zero-size pose covers nobody, not even itself (the official code fails there): keep it alone.
+        members = covers[i].nonzero()[:, 0].tolist() or [i]
+        best = members[int(torch.argmax(heat_score[members]))]
+        if best in removed:
+            continue
+        keep.append(best)
+        removed.update(members)
+    return keep
+
+
+def rescore_features(poses: np.ndarray, links: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Rescoring-net input from (N, J, 3) image-pixel poses: limb vectors, limb lengths, joint scores.
+
+    Vectors and lengths are divided by the mean length of limbs 9 and 11
+    (torso sides in both datasets' link lists), floored at 1.
+    """
+    a = [l[0] for l in links]
+    b = [l[1] for l in links]
+    d = poses[:, a, :2] - poses[:, b, :2]
+    length = np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2)
+    norm = (length[:, 9] + length[:, 11]) / 2
+    norm[norm < 1] = 1
+    return np.concatenate([(d / norm[:, None, None]).reshape(len(poses), -1),
+                           length / norm[:, None], poses[:, :, 2]], 1).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- predictor
+
+
+@dataclass
+class DekrInput:
+    """One frame, resized and normalised at every test scale (descending)."""
+
+    frame_index: int
+    image_hw: tuple[int, int]
+    inputs: list[torch.Tensor]  # (3, H_s, W_s) per scale
+    base_size: tuple[int, int]  # scale-1 input (W, H)
+    center: np.ndarray  # affine centre, image pixels
+    scale: np.ndarray  # affine scale of the last (smallest) scale, as the official back-projection uses
+    warp_matrix: np.ndarray  # scale-1 image -> input affine
+
+
+@dataclass
+class DekrRaw:
+    """Network-side results of one frame, on the CPU."""
+
+    proposals: torch.Tensor  # (K, J, 3): x, y in scale-1 input pixels, centre score
+    counts: list[int]  # proposals per scale, scales descending
+    heat: torch.Tensor  # (K, J, 1): scale-averaged heat value at each proposed joint
+
+
+class DekrPredictor(Predictor):
+    task = "pose"
+    method = "dekr"
+
+    def __init__(self, weights: str | Path | None, variant: str | None = None,
+                 device: str | torch.device = "cpu", *, scales: Sequence[float] = (1.0,), flip: bool = True,
+                 nms_threshold: float | None = None, rescore: bool = True,
+                 rescore_weights: str | Path | None = None, center_threshold: float = CENTER_THRESHOLD,
+                 max_people: int = MAX_PEOPLE, draw_threshold: float = DRAW_THRESHOLD):
+        self.variant = _variant(variant)
+        self.cfg = VARIANTS[self.variant]
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.scales = sorted((float(s) for s in scales), reverse=True)
+        if 1.0 not in self.scales or len(set(self.scales)) != len(self.scales) or min(self.scales) <= 0:
+            raise MeshcliError(None, f"--scales {','.join(map(str, scales))}: DEKR needs distinct positive "
+                               "scales including 1 (other scales are normalised against it)",
+                               "e.g. --scales 0.5,1,2")
+        if max_people < 1:
+            raise MeshcliError(None, f"max_people must be at least 1, got {max_people}")
+        self.flip = flip
+        self.nms_threshold = (nms_threshold if nms_threshold is not None else
+                              NMS_THRESHOLD if len(self.scales) == 1 else NMS_THRESHOLD_MULTISCALE)
+        self.center_threshold = center_threshold
+        self.max_people = max_people
+        self.draw_threshold = draw_threshold
+        self.joint_names = self.cfg["joint_names"]
+        self.skeleton = self.cfg["links"]
+
+        if rescore and rescore_weights is None and weights is not None:
+            raise MeshcliError(None, "DEKR rescoring needs the official rescoring net",
+                               f"pass --rescore-weights {self.cfg['rescore_file']} or --no-rescore")
+
+        self.weights = WeightsInfo.of(weights)
+        self.model = build_network(self.variant)
+        if weights is not None:
+            load_network(self.model, weights, self.variant)
+        self.model.eval().to(self.device)
+
+        self.rescore_net = None
+        self.rescore_weights = WeightsInfo(None, None)
+        if rescore:  # with untrained pose weights and no file, the rescoring net is untrained too
+            self.rescore_net = build_rescore_net(self.variant).eval()
+            if rescore_weights is not None:
+                load_rescore_net(self.rescore_net, rescore_weights, self.variant)
+                self.rescore_weights = WeightsInfo.of(rescore_weights)
+
+    # -- preprocess -----------------------------------------------------------------------
+
+    def preprocess(self, frame: Frame) -> DekrInput:
+        image = frame.image
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise MeshcliError(frame.name, "DEKR needs an RGB uint8 image",
+                               "give a colour image or video")
+        hw = image.shape[:2]
+        inputs = []
+        for s in self.scales:
+            size, center, scale = resize_geometry(hw, self.cfg["input_size"], s)
+            if size[0] % 32 or size[1] % 32:
+                raise MeshcliError(frame.name, f"scale {s:g} gives a {size[0]}x{size[1]} network input; "
+                                   "HRNet needs sides that are multiples of 32", "use scales such as 0.5,1,2")
+            matrix = affine_matrix(center, scale, size)
+            if s == 1.0:
+                base_size, warp = size, matrix
+            inputs.append(normalise(cv2.warpAffine(image, matrix, size)))
+        return DekrInput(frame.index, hw, inputs, base_size, center, scale, warp)
+
+    # -- infer ------------------------------------------------------------------------------
+
+    def merged_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(heatmap, posemap) of a normalised batch, flip-merged when flip test is on."""
+        n = len(x)
+        if not self.flip:
+            heat, offset = self.model(x)
+            return heat, regressed_poses(offset)
+        heat, offset = self.model(torch.cat([x, flip_input(x)]))
+        return merge_flip(heat[:n], offset[:n], heat[n:], offset[n:], self.cfg["flip_index"])
+
+    @torch.inference_mode()
+    def infer(self, prepared: list[DekrInput]) -> list[DekrRaw]:
+        ratio = self.cfg["input_size"] * 1.0 / (self.cfg["input_size"] // STRIDE)
+        heat_sum: list[torch.Tensor | None] = [None] * len(prepared)
+        found: list[list[torch.Tensor]] = [[] for _ in prepared]
+        for si, s in enumerate(self.scales):  # descending, as the official loop
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for i, item in enumerate(prepared):
+                groups.setdefault(tuple(item.inputs[si].shape), []).append(i)
+            for members in groups.values():
+                batch = torch.stack([prepared[i].inputs[si] for i in members]).to(self.device)
+                heat, posemap = self.merged_outputs(batch)
+                up = upsample_heatmap(heat, ratio / s)
+                for b, i in enumerate(members):
+                    base_w, base_h = prepared[i].base_size
+                    if up.shape[-2:] != (base_h, base_w):
+                        raise MeshcliError(None, f"scale {s:g} heatmaps come out {up.shape[-1]}x{up.shape[-2]}, "
+                                           f"not the scale-1 input size {base_w}x{base_h}",
+                                           "use scales such as 0.5,1,2")
+                    heat_sum[i] = up[b] if heat_sum[i] is None else heat_sum[i] + up[b]
+                    index, score = center_peaks(heat[b, -1], self.max_people, self.center_threshold)
+                    h, w, j = posemap.shape[1:4]
+                    pose = (ratio / s) * posemap[b].reshape(h * w, j, 2)[index]
+                    found[i].append(torch.cat([pose, score[:, None, None].expand(-1, j, 1)], 2))
+        raws = []
+        for i in range(len(prepared)):
+            proposals = torch.cat(found[i])
+            heat_avg = heat_sum[i] / len(self.scales)
+            raws.append(DekrRaw(proposals.cpu(), [len(p) for p in found[i]],
+                                heat_values(proposals[..., :2], heat_avg).cpu()))
+        return raws
+
+    # -- postprocess ------------------------------------------------------------------------
+
+    def pose_nms(self, raw: DekrRaw) -> np.ndarray:
+        """Proposals -> people (N, J, 3): x, y in scale-1 input pixels, per-joint score."""
+        groups = list(raw.proposals.clone().split(raw.counts))
+        one = self.scales.index(1.0)
+        top = groups[one][:, :, 2].max() if len(groups[one]) else 1
+        for k, g in enumerate(groups):
+            if k != one:  # other scales: centre scores relative to their own best, below scale 1's best
+                top_k = g[:, :, 2].max() if len(g) else 1
+                g[:, :, 2] = g[:, :, 2] / top_k * top * self.cfg["decrease"]
+        proposals = torch.cat(groups)
+        j = proposals.shape[1]
+        if len(proposals) == 0:
+            return np.zeros((0, j, 3), np.float32)
+        coords = proposals[:, :, :2]
+        heat_score = (raw.heat.sum(1) / j)[:, 0]
+        poses = torch.cat([coords, proposals[:, :, 2:] * raw.heat], 2)
+        keep = nms_keep(coords, heat_score, self.nms_threshold, self.cfg["nms_num_threshold"])
+        poses, heat_score = poses[keep], heat_score[keep]
+        if len(keep) > self.max_people:
+            poses = poses[heat_score.topk(self.max_people).indices]
+        return poses.numpy()
+
+    def to_image(self, poses: np.ndarray, prepared: DekrInput) -> np.ndarray:
+        """Scale-1 input pixels -> image pixels (scores untouched)."""
+        inverse = affine_matrix(prepared.center, prepared.scale, prepared.base_size, inverse=True)
+        out = poses.copy()
+        xy1 = np.concatenate([poses[..., :2].astype(np.float64), np.ones(poses.shape[:2] + (1,))], -1)
+        out[..., :2] = xy1 @ inverse.T
+        return out
+
+    @torch.inference_mode()
+    def rescore(self, poses: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Person scores times the rescoring net's predicted OKS (NaN predictions count as 0)."""
+        features = torch.from_numpy(rescore_features(poses, self.skeleton))
+        predicted = self.rescore_net(features)[:, 0].numpy()
+        predicted[np.isnan(predicted)] = 0
+        return predicted * scores
+
+    def postprocess(self, prepared: DekrInput, raw: DekrRaw) -> FrameResult:
+        poses = self.to_image(self.pose_nms(raw), prepared)
+        scores = np.array([p[:, 2].mean() for p in poses], np.float32)
+        if self.rescore_net is not None and len(poses):
+            scores = self.rescore(poses, scores).astype(np.float32)
+        xy = poses[..., :2]
+        bbox = np.concatenate([xy.min(1), xy.max(1)], 1) if len(poses) else np.zeros((0, 4), np.float32)
+        return FrameResult(prepared.frame_index, {"keypoints": poses, "scores": scores,
+                                                  "bbox": bbox.astype(np.float32)})
+
+    # -- output -----------------------------------------------------------------------------
+
+    def annotate(self, image: np.ndarray, result: FrameResult) -> np.ndarray:
+        out = image.copy()
+        rows = result.rows
+        for k in range(result.num_people):
+            score = float(rows["scores"][k])
+            if score < self.draw_threshold:
+                continue
+            rgb = colour(k)
+            draw_skeleton(out, rows["keypoints"][k, :, :2], self.skeleton, rgb)
+            draw_box(out, rows["bbox"][k], rgb, label=f"{score:.2f}")
+        if self.weights.untrained:
+            stamp(out, "UNTRAINED WEIGHTS")
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        meta = super().metadata()
+        if self.rescore_net is not None:
+            meta.update(self.rescore_weights.npz_fields("rescore_weights"))
+        meta.update({
+            "joint_names": np.array(self.joint_names),
+            "skeleton": np.array(self.skeleton, np.int64),
+            "scales": np.array(self.scales),
+            "flip_test": self.flip,
+            "nms_threshold": self.nms_threshold,
+            "center_threshold": self.center_threshold,
+            "max_people": self.max_people,
+            "rescored": self.rescore_net is not None,
+        })
+        return meta
+
+
+Predictor = DekrPredictor
+
+
+def coco_results(result: FrameResult, image_id: int, category_id: int = 1) -> list[dict[str, Any]]:
+    """COCO keypoint-results entries for one frame, as the official result writer makes them.
+
+    Each joint is (x, y, score) with the per-joint score in the third slot;
+    ``bbox`` is the keypoints' box as (x, y, w, h).
+    """
+    out = []
+    for k in range(result.num_people):
+        kp = result.rows["keypoints"][k].astype(np.float64)
+        x0, y0 = kp[:, :2].min(0)
+        x1, y1 = kp[:, :2].max(0)
+        out.append({"image_id": image_id, "category_id": category_id,
+                    "keypoints": [float(v) for v in kp.reshape(-1)],
+                    "score": float(result.rows["scores"][k]),
+                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]})
+    return out

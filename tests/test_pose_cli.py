@@ -1,0 +1,154 @@
+"""`meshcli pose --method dekr` end to end through the CLI: parity with the official DEKR, outputs, bad inputs."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from meshcli.cli import app
+
+from conftest import FIXTURES, PARITY, REPO, need_shared
+
+CASES = ("dekr-w32-coco", "dekr-w32-coco-ctrbias")
+
+
+def meshcli(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def case_images(case: str) -> list[Path]:
+    info = json.loads((FIXTURES / case / "case.json").read_text())
+    return [(PARITY / case / item["path"]).resolve() for item in info["inputs"]]
+
+
+@pytest.fixture(scope="module", params=CASES)
+def pose_run(request, parity_checkpoints, tmp_path_factory):
+    """Both CLI runs of a case (with and without rescoring) over its four images in one command each."""
+    case = request.param
+    need_shared()
+    ckpt = parity_checkpoints(case)
+    rescore = parity_checkpoints(case, "rescore_spec.json")
+    images = case_images(case)
+    outs = {}
+    for mode, extra in (("rescore", ["--rescore-weights", rescore]), ("norescore", ["--no-rescore"])):
+        out = tmp_path_factory.mktemp(f"{case}-{mode}")
+        run = meshcli("pose", *images, "--method", "dekr", "--variant", "w32-coco", "--weights", ckpt,
+                      *extra, "--out", out, "--quiet")
+        assert run.exit_code == 0, run.output
+        outs[mode] = out
+    return case, images, outs, np.load(FIXTURES / case / "expected.npz")
+
+
+def check_people(got_kp, got_scores, want_kp, want_scores, score_rtol, label):
+    assert got_kp.shape == want_kp.shape, f"{label}: {got_kp.shape[0]} people, official {want_kp.shape[0]}"
+    if not len(want_kp):
+        return {}
+    xy = np.abs(got_kp[..., :2] - want_kp[..., :2]).max()
+    joint = np.abs(got_kp[..., 2] - want_kp[..., 2]).max() / np.abs(want_kp[..., 2]).max()
+    assert xy <= 2.0, f"{label}: keypoints differ by {xy} px"
+    assert joint <= 0.002, f"{label}: joint scores differ by {joint} of the largest"
+    np.testing.assert_allclose(got_scores, want_scores, rtol=score_rtol, err_msg=label)
+    return {"xy_px": float(xy), "joint_rel": float(joint),
+            "score_rel": float(np.max(np.abs(got_scores / want_scores - 1)))}
+
+
+def test_cli_matches_official_dekr(pose_run):
+    case, images, outs, expected = pose_run
+    errors = {}
+    for i, image in enumerate(images):
+        for mode, (kp_key, sc_key, rtol) in {"rescore": ("poses", "scores", 0.005),
+                                              "norescore": ("poses_norescore", "scores_norescore", 0.002)}.items():
+            got = np.load(outs[mode] / f"{image.stem}.npz")
+            errors[(i, mode)] = check_people(got["keypoints"], got["scores"], expected[f"{kp_key}_{i}"],
+                                             expected[f"{sc_key}_{i}"], rtol, f"{case} image {i} {mode}")
+            assert got["keypoints"].dtype == np.float32
+            np.testing.assert_array_equal(got["frame_index"], np.zeros(len(got["keypoints"])))
+    print(case, errors)
+
+
+def test_npz_and_coco_json_contents(pose_run):
+    case, images, outs, expected = pose_run
+    for i, image in enumerate(images):
+        got = np.load(outs["rescore"] / f"{image.stem}.npz")
+        kp = got["keypoints"]
+        assert str(got["method"]) == "dekr" and str(got["variant"]) == "w32-coco"
+        assert list(got["joint_names"])[:3] == ["nose", "left_eye", "right_eye"] and len(got["joint_names"]) == 17
+        assert str(got["weights"]) == "spec.pth" and re.fullmatch(r"[0-9a-f]{64}", str(got["weights_sha256"]))
+        assert not bool(got["untrained"])
+        h, w = got["image_size"]
+        assert (h, w) == tuple(json.loads((FIXTURES / case / "case.json").read_text())["inputs"][i]["image_size_hw"])
+        # the box encloses each person's keypoints
+        if len(kp):
+            np.testing.assert_allclose(got["bbox"][:, :2], kp[..., :2].min(1), atol=1e-3)
+            np.testing.assert_allclose(got["bbox"][:, 2:], kp[..., :2].max(1), atol=1e-3)
+        records = json.loads((outs["rescore"] / f"{image.stem}.coco.json").read_text())
+        assert len(records) == len(kp)
+        for rec, person, score in zip(records, kp, got["scores"]):
+            assert rec["image_id"] == int(image.stem) and rec["category_id"] == 1
+            flat = np.asarray(rec["keypoints"]).reshape(17, 3)
+            np.testing.assert_allclose(flat[:, :2], person[:, :2], atol=1e-3)
+            assert rec["score"] == pytest.approx(float(score), rel=1e-6)
+        assert (outs["rescore"] / image.name).is_file()  # annotated image
+
+
+def test_wrong_variant_checkpoint_is_refused_before_any_frame(parity_checkpoints, tmp_path):
+    ckpt = parity_checkpoints("dekr-w32-coco")
+    image = REPO / "examples" / "coco_000000000785.jpg"
+    run = meshcli("pose", image, "--method", "dekr", "--variant", "w48-coco", "--weights", ckpt, "--no-rescore",
+                  "--out", tmp_path / "out")
+    assert run.exit_code != 0
+    line = run.output.strip().splitlines()[-1]
+    assert line.startswith("error:") and "spec.pth" in line and "does not match" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_weights_are_reported_before_any_frame(tmp_path, monkeypatch):
+    monkeypatch.setenv("MESHCLI_WEIGHTS", str(tmp_path / "store"))
+    run = meshcli("pose", REPO / "examples" / "coco_000000000785.jpg", "--out", tmp_path / "out")
+    assert run.exit_code != 0
+    assert "pose_dekr_hrnetw32_coco.pth" in run.output and "meshcli weights import dekr-w32-coco" in run.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_inputs_fail_alone_through_the_cli(tmp_path):
+    """Every kind of bad input in one batch: each one line naming the file; the good image still finishes."""
+    import cv2
+
+    good = tmp_path / "good.jpg"
+    cv2.imwrite(str(good), np.full((48, 64, 3), 90, np.uint8))
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.jpg"
+    text.write_text("not a jpeg")
+    folder = tmp_path / "no_images"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("x")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes((REPO / "examples" / "multi_person_demo.mp4").read_bytes()[:60000])
+    missing = tmp_path / "missing.png"
+    out = tmp_path / "out"
+    run = meshcli("pose", missing, empty, text, folder, cut, good, "--random-weights", "--out", out)
+    assert run.exit_code == 1
+    errors = [line for line in run.output.splitlines() if line.startswith("error:")]
+    for bad in (missing, empty, text, folder, cut):
+        assert sum(bad.name in line for line in errors) == 1, (bad, errors)
+    assert "5 input(s) or file(s) failed" in run.output
+    assert sorted(p.name for p in out.iterdir()) == ["good.coco.json", "good.jpg", "good.npz"]
+    assert bool(np.load(out / "good.npz")["untrained"])
+
+
+def test_readme_quick_start_main_job_runs_as_written(tmp_path):
+    """The README's second Quick start line, run by the installed console script."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"## Quick start\n\n```bash\n(.*?)```", readme, re.S).group(1).splitlines()
+    assert len(block) == 3
+    job = block[1].replace("--out meshcli_out", f"--out {tmp_path}")
+    assert job != block[1], "the quick start should name its output folder"
+    subprocess.run(job, shell=True, check=True, cwd=REPO)
+    npz = np.load(tmp_path / "coco_000000000785.npz")
+    assert bool(npz["untrained"]) and npz["keypoints"].shape[1:] == (17, 3)
