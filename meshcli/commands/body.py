@@ -98,8 +98,9 @@ def register(app: typer.Typer) -> None:
             "(<image>_keypoints.json, <video>_<12-digit frame>_keypoints.json); the method's own crop rule and "
             "person choice.", show_default=False)] = None,
         boxes: Annotated[Path | None, typer.Option(
-            "--boxes", help='Person boxes per frame, JSON: {"format": "xywh" or "xyxy", "frames": '
-            '{"<file name, video#index or frame index>": [[x, y, w, h(, score)], ...]}}.',
+            "--boxes", help='Person boxes per frame, a JSON file: {"frames": {KEY: BOXES}, "format": "xywh" '
+            '(default) or "xyxy"}; KEY an image file name, "video.mp4#INDEX" or a frame index; BOXES a list of '
+            "x, y, w, h lists in pixels (a fifth number is a score). Frames not listed have nobody.",
             show_default=False)] = None,
         save_vertices: Annotated[bool, typer.Option(
             "--save-vertices", help="Add each person's 6890 vertices to the NPZ.")] = False,

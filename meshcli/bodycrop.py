@@ -1,0 +1,226 @@
+"""Who is in a frame: the people body methods crop and reconstruct.
+
+Body-mesh methods (HMR, SPIN, I2L-MeshNet) regress one body from one person
+crop. A *person source* says, per frame, which people to crop:
+
+``--detector full``   the whole frame is one person (HMR's and SPIN's demo rule
+                      when nothing else is given);
+``--openpose PATH``   OpenPose keypoint JSON per image or video frame;
+``--boxes FILE``      person boxes per frame from a JSON file (format below);
+``--detector dekr``   person boxes from DEKR's multi-person keypoints.
+
+Each source yields ``Person`` records (a box, and keypoints where known); the
+method turns each into its own crop by its own rule. Sources know nothing of
+crops, so every body method can share them.
+
+``--boxes`` JSON format
+-----------------------
+::
+
+    {"format": "xywh",                       # optional: "xywh" (default) or "xyxy"
+     "frames": {"im1954.jpg": [[x, y, w, h], ...],   # by image file name
+                "clip.mp4#12": [[x, y, w, h, score]],  # by video frame name
+                "12": [[x, y, w, h]]}}                # or by frame index
+
+Boxes are in original-image pixels, an optional fifth number is a score. A
+frame missing from ``frames`` has nobody in it. ``{"bbox": [x, y, w, h]}``
+(SPIN's demo format) gives one box for every frame.
+
+OpenPose files
+--------------
+``PATH`` is one JSON file (used for every frame) or a folder of OpenPose's
+per-frame outputs: ``<image stem>_keypoints.json`` (or ``<image stem>.json``)
+for images, ``<video stem>_<12-digit frame>_keypoints.json`` for videos. People
+are ``people[k]["pose_keypoints_2d"]`` (``"pose_keypoints"`` in old OpenPose),
+x, y, confidence triplets.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from .errors import MeshcliError
+from .methods.base import Frame
+
+OPENPOSE_THRESHOLD = 0.2  # confidence above which a keypoint counts (HMR's and SPIN's demos)
+
+
+@dataclass
+class Person:
+    """One person to reconstruct, in original-image pixels."""
+
+    box: np.ndarray  # (4,) x0, y0, x1, y1
+    kind: str  # "frame" (the whole frame), "keypoints" (box of the keypoints) or "box"
+    keypoints: np.ndarray | None = None  # (K, 3) x, y, confidence, when the source has keypoints
+    score: float = 1.0  # mean confidence of the counted keypoints, or the box score
+
+
+def keypoint_person(keypoints: np.ndarray, threshold: float = OPENPOSE_THRESHOLD) -> Person | None:
+    """A person from keypoints: the box of those above ``threshold``; None if there are none."""
+    kps = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)
+    ok = kps[:, 2] > threshold
+    if not ok.any():
+        return None
+    xy = kps[ok, :2]
+    return Person(np.concatenate([xy.min(0), xy.max(0)]), "keypoints", kps, float(kps[ok, 2].mean()))
+
+
+def choose_people(people: list[Person], rule: str) -> list[Person]:
+    """Who to reconstruct when a source lists several people: "all", "first" (SPIN's demo) or
+    "most_confident" (HMR's demo: highest mean keypoint confidence, the first of equals)."""
+    if rule == "all" or not people:
+        return people
+    if rule == "first":
+        return people[:1]
+    if rule == "most_confident":
+        return [max(people, key=lambda p: p.score)]
+    raise ValueError(f"unknown person choice {rule!r}")
+
+
+class PersonSource:
+    """Gives the people of each frame; ``name`` is what the NPZ records as ``detector``."""
+
+    name: ClassVar[str]
+
+    def people(self, frame: Frame) -> list[Person]:
+        raise NotImplementedError
+
+
+class WholeFrame(PersonSource):
+    """The whole frame is one person (the image is a person crop)."""
+
+    name = "full"
+
+    def people(self, frame: Frame) -> list[Person]:
+        h, w = frame.image.shape[:2]
+        return [Person(np.array([0.0, 0.0, w, h]), "frame")]
+
+
+def _frame_stem(frame: Frame) -> tuple[str, int | None]:
+    """(file stem, video frame index or None) of a frame name: "x.jpg" or "clip.mp4#12"."""
+    name, sep, index = frame.name.rpartition("#")
+    if sep and index.isdigit():
+        return Path(name).stem, int(index)
+    return Path(frame.name).stem, None
+
+
+class OpenPoseJson(PersonSource):
+    """People from OpenPose JSON output: one file, or a folder of per-frame files."""
+
+    name = "openpose"
+
+    def __init__(self, path: str | Path, threshold: float = OPENPOSE_THRESHOLD):
+        self.path = Path(path)
+        self.threshold = threshold
+        if not self.path.exists():
+            raise MeshcliError(self.path, "OpenPose JSON file or folder not found (from --openpose)",
+                               "give OpenPose's --write_json output: a file, or the folder of per-frame files")
+        self._single = self._read(self.path) if self.path.is_file() else None
+
+    def _file_for(self, frame: Frame) -> Path:
+        stem, index = _frame_stem(frame)
+        names = ([f"{stem}_{index:012d}_keypoints.json"] if index is not None
+                 else [f"{stem}_keypoints.json", f"{stem}.json"])
+        for name in names:
+            if (self.path / name).is_file():
+                return self.path / name
+        raise MeshcliError(self.path / names[0], f"no OpenPose JSON for frame {frame.name}",
+                           "run OpenPose with --write_json on the same input, or use --detector")
+
+    def _read(self, path: Path) -> list[Person]:
+        try:
+            data = json.loads(path.read_text())
+            people = data["people"]
+            out = []
+            for p in people:
+                kps = p.get("pose_keypoints_2d", p.get("pose_keypoints"))
+                if kps is None:
+                    raise KeyError("pose_keypoints_2d")
+                person = keypoint_person(np.asarray(kps, dtype=np.float64), self.threshold)
+                if person is not None:
+                    out.append(person)
+            return out
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise MeshcliError(path, f"not an OpenPose keypoint JSON ({type(err).__name__}: {err})",
+                               "expected {\"people\": [{\"pose_keypoints_2d\": [x, y, c, ...]}, ...]}") from None
+
+    def people(self, frame: Frame) -> list[Person]:
+        if self._single is not None:
+            return list(self._single)
+        return self._read(self._file_for(frame))
+
+
+class BoxesJson(PersonSource):
+    """People from a JSON file of per-frame boxes (format in the module docstring)."""
+
+    name = "boxes"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise MeshcliError(self.path, "boxes JSON file not found (from --boxes)", "check the path")
+        try:
+            data = json.loads(self.path.read_text())
+            if "bbox" in data:
+                self.every: list[Person] | None = self._boxes([data["bbox"]], "xywh")
+                self.frames: dict[str, list[Person]] = {}
+            else:
+                fmt = data.get("format", "xywh")
+                if fmt not in ("xywh", "xyxy"):
+                    raise ValueError(f"format {fmt!r} is not xywh or xyxy")
+                self.every = None
+                self.frames = {str(k): self._boxes(v, fmt) for k, v in data["frames"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise MeshcliError(self.path, f"not a boxes JSON ({type(err).__name__}: {err})",
+                               'expected {"frames": {"<file name or frame index>": [[x, y, w, h], ...]}} '
+                               "(see `meshcli body --help`)") from None
+
+    @staticmethod
+    def _boxes(rows, fmt: str) -> list[Person]:
+        people = []
+        for row in rows:
+            v = np.asarray(row, dtype=np.float64)
+            if v.shape not in ((4,), (5,)) or not np.isfinite(v).all():
+                raise ValueError(f"box {row!r} is not 4 numbers (+ an optional score)")
+            x0, y0, a, b = v[:4]
+            box = np.array([x0, y0, x0 + a, y0 + b] if fmt == "xywh" else [x0, y0, a, b])
+            if box[2] <= box[0] or box[3] <= box[1]:
+                raise ValueError(f"box {row!r} has no area")
+            people.append(Person(box, "box", None, float(v[4]) if len(v) == 5 else 1.0))
+        return people
+
+    def people(self, frame: Frame) -> list[Person]:
+        if self.every is not None:
+            return list(self.every)
+        for key in (frame.name, str(frame.index)):
+            if key in self.frames:
+                return list(self.frames[key])
+        return []
+
+
+class DekrPeople(PersonSource):
+    """People from DEKR's bottom-up multi-person COCO keypoints (``meshcli.methods.dekr``).
+
+    DEKR regresses every joint of a person, so all 17 count; people scoring
+    below ``min_score`` (DEKR's own drawing threshold by default) are left out.
+    """
+
+    name = "dekr"
+
+    def __init__(self, predictor, min_score: float = 0.3):
+        self.predictor = predictor
+        self.min_score = min_score
+
+    def people(self, frame: Frame) -> list[Person]:
+        rows = self.predictor([frame])[0].rows
+        out = []
+        for kps, score, box in zip(rows["keypoints"], rows["scores"], rows["bbox"]):
+            if float(score) >= self.min_score:
+                kps = np.asarray(kps, np.float64).copy()
+                kps[:, 2] = 1.0
+                out.append(Person(np.asarray(box, np.float64), "keypoints", kps, float(score)))
+        return out

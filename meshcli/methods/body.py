@@ -1,0 +1,217 @@
+"""What the crop-and-regress body methods (HMR, SPIN) share.
+
+Per frame, ``preprocess`` asks the person source who is there (see
+``meshcli.bodycrop``) and cuts each person's crop by the method's own rule;
+``infer`` stacks the crops of every frame in the batch, runs the network and
+SMPL on them together (in chunks), and hands each frame its people back;
+``postprocess`` maps cameras and joints to original-image pixels and fills the
+NPZ rows. A method subclass provides the crop rule (``crop``), the network and
+SMPL step (``regress``) and the camera back to the image (``to_image``).
+
+NPZ rows, one per person per frame:
+    bbox (4) person box x0 y0 x1 y1 from the source; crop_box (4) the image
+    region the crop covers; score; global_orient (3) and body_pose (69) as
+    axis-angle; betas (10); cam (3) the method's own camera; cam_t (3) the
+    method's own perspective translation of the mesh, with focal_length (2)
+    and principal_point (2) the pinhole camera in original-image pixels in
+    which that translation renders the person as the official demo does;
+    joints3d (J,3) model space; joints2d (J,2) original-image pixels (the
+    method's own projection); vertices (6890,3) model space, with
+    ``--save-vertices``. Pixel coordinates are OpenCV's (integers at pixel
+    centres), as in ``meshcli.render``.
+
+The overlay draws everyone of a frame in one pass through one camera (focal
+``method focal x max(H, W) / crop size``, principal point at the image
+centre), each person translated so that camera reproduces the person's own
+projection (``meshcli.render.weak_perspective_to_translation``); for a
+whole-frame crop this is the official demo's camera.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..bodycrop import Person, PersonSource, WholeFrame, choose_people
+from ..device import resolve_device
+from ..errors import MeshcliError
+from ..render import MeshRenderer, weak_perspective_to_translation
+from ..smpl import SMPLModel, require_smpl
+from .base import Frame, FrameResult, Predictor, WeightsInfo
+
+CROP_CHUNK = 64  # crops per network call: bounds device memory whatever the frame batch holds
+# rows in original-image terms are float64 (pixels of large images); model outputs stay float32
+IMAGE_SPACE = ("bbox", "crop_box", "score", "cam_t", "focal_length", "principal_point", "joints2d")
+
+
+def resolve_smpl(path: str | Path | None) -> Path:
+    """``--smpl`` if given, else the SMPL model imported into the weights store; a clear error if neither."""
+    from .. import weights as store
+
+    try:
+        stored = store.entry("smpl").path
+    except MeshcliError:  # a manifest without an SMPL entry
+        stored = None
+    return require_smpl(path, stored)
+
+
+@dataclass
+class PersonCrop:
+    """One person's network input and what maps its outputs back to the image."""
+
+    input: np.ndarray  # (3, S, S) float32, normalised as the network expects
+    region: np.ndarray  # (4,) x0 y0 x1 y1: the image region the crop covers
+    params: dict[str, Any]  # the method's crop parameters (scale, centre, ...)
+
+
+@dataclass
+class BodyFrame:
+    """A frame's people, cropped: what ``preprocess`` hands to ``infer``."""
+
+    index: int
+    image_size: tuple[int, int]  # (H, W)
+    people: list[Person]
+    crops: list[PersonCrop]
+
+
+@dataclass
+class BodyResult(FrameResult):
+    """FrameResult plus what only the overlay needs (the NPZ keeps ``rows``)."""
+
+    vertices: np.ndarray = field(default_factory=lambda: np.zeros((0, 6890, 3), np.float32))
+
+
+class BodyPredictor(Predictor):
+    """Crop-and-regress body method over a person source; see the module docstring."""
+
+    task = "body"
+    crop_size: ClassVar[int] = 224
+    focal: ClassVar[float]  # the method's camera focal length, in crop pixels
+    joint_names: ClassVar[tuple[str, ...]]
+    # OpenPose files hold several people; the official demos reconstruct one of them.
+    openpose_choice: ClassVar[str] = "all"  # "all" | "most_confident" | "first"
+
+    def __init__(self, weights: str | Path | None, variant: str | None = None,
+                 device: str | torch.device = "cpu", *, smpl: str | Path | SMPLModel | None = None,
+                 people: PersonSource | None = None, save_vertices: bool = False, renderer: str = "auto"):
+        self.variant = variant or next(iter(self.variants()))
+        if self.variant not in self.variants():
+            raise MeshcliError(None, f"unknown --variant {self.variant} for {self.method}",
+                               f"use one of {', '.join(self.variants())}")
+        self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
+        self.weights = WeightsInfo.of(self._weights_file(weights))
+        if not isinstance(smpl, SMPLModel):
+            smpl = resolve_smpl(smpl)
+            self.smpl_name = smpl.name
+            smpl = SMPLModel.from_file(smpl)
+        else:
+            self.smpl_name = "(given)"
+        self.smpl = smpl.to(self.device)
+        self.source = people or WholeFrame()
+        self.save_vertices = save_vertices
+        self.renderer = MeshRenderer(self.smpl.faces, backend=renderer)
+
+    # -- what a method provides ------------------------------------------------------------------
+    @classmethod
+    def variants(cls) -> dict[str, dict]:
+        raise NotImplementedError
+
+    def _weights_file(self, weights: str | Path | None) -> str | Path | None:
+        """The file whose name and sha256 are stamped into outputs."""
+        return weights
+
+    def crop(self, image: np.ndarray, person: Person) -> PersonCrop:
+        raise NotImplementedError
+
+    def regress(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Crops (N,3,S,S) on the device -> per-person tensors: global_orient (N,3), body_pose (N,69),
+        betas (N,10), cam (N,3), joints3d (N,J,3), vertices (N,6890,3), and whatever ``to_image`` needs."""
+        raise NotImplementedError
+
+    def to_image(self, crop: PersonCrop, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One person's outputs -> joints2d (J,2), and cam_t (3), focal_length (2), principal_point (2):
+        the method's own perspective camera, carried from the crop to the original image."""
+        raise NotImplementedError
+
+    # -- the pipeline steps ----------------------------------------------------------------------
+    def preprocess(self, frame: Frame) -> BodyFrame:
+        people = self.source.people(frame)
+        if self.source.name == "openpose":
+            people = choose_people(people, self.openpose_choice)
+        crops = [self.crop(frame.image, p) for p in people]
+        return BodyFrame(frame.index, frame.image.shape[:2], people, crops)
+
+    @torch.no_grad()
+    def infer(self, prepared: list[BodyFrame]) -> list[dict[str, np.ndarray]]:
+        crops = [c.input for f in prepared for c in f.crops]
+        outs: list[dict[str, np.ndarray]] = []
+        for start in range(0, len(crops), CROP_CHUNK):
+            x = torch.from_numpy(np.stack(crops[start:start + CROP_CHUNK])).to(self.device)
+            outs.append({k: v.float().cpu().numpy() for k, v in self.regress(x).items()})
+        if outs:
+            merged = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+        else:
+            merged = {}
+        raws, start = [], 0
+        for f in prepared:
+            n = len(f.crops)
+            raws.append({k: v[start:start + n] for k, v in merged.items()})
+            start += n
+        return raws
+
+    def postprocess(self, prepared: BodyFrame, raw: dict[str, np.ndarray]) -> BodyResult:
+        n = len(prepared.crops)
+        if n == 0:
+            return BodyResult(prepared.index, self.empty_rows())
+        image = [self.to_image(c, {k: v[i] for k, v in raw.items()}) for i, c in enumerate(prepared.crops)]
+        rows = {
+            "bbox": np.stack([p.box for p in prepared.people]).astype(np.float64),
+            "crop_box": np.stack([c.region for c in prepared.crops]).astype(np.float64),
+            "score": np.array([p.score for p in prepared.people], np.float64),
+            "global_orient": raw["global_orient"], "body_pose": raw["body_pose"], "betas": raw["betas"],
+            "cam": raw["cam"],
+            **{k: np.stack([im[k] for im in image]).astype(np.float64)
+               for k in ("cam_t", "focal_length", "principal_point")},
+            "joints3d": raw["joints3d"],
+            "joints2d": np.stack([im["joints2d"] for im in image]).astype(np.float64),
+        }
+        if self.save_vertices:
+            rows["vertices"] = raw["vertices"]
+        return BodyResult(prepared.index, rows, vertices=raw["vertices"])
+
+    def empty_rows(self) -> dict[str, np.ndarray]:
+        j = len(self.joint_names)
+        rows = {"bbox": (4,), "crop_box": (4,), "score": (), "global_orient": (3,), "body_pose": (69,),
+                "betas": (10,), "cam": (3,), "cam_t": (3,), "focal_length": (2,), "principal_point": (2,),
+                "joints3d": (j, 3), "joints2d": (j, 2)}
+        if self.save_vertices:
+            rows["vertices"] = (6890, 3)
+        return {k: np.zeros((0, *s), np.float64 if k in IMAGE_SPACE else np.float32) for k, s in rows.items()}
+
+    def metadata(self) -> dict[str, Any]:
+        meta = super().metadata()
+        meta.update({"detector": self.source.name, "smpl": self.smpl_name, "renderer": self.renderer.backend,
+                     "joint_names": np.array(self.joint_names), "crop_size": self.crop_size})
+        return meta
+
+    def frame_camera(self, image_size: tuple[int, int]) -> tuple[float, np.ndarray]:
+        """(focal, principal point) of the one camera the overlay renders a frame's people with."""
+        h, w = image_size
+        return self.focal * max(h, w) / self.crop_size, np.array([(w - 1) / 2, (h - 1) / 2])
+
+    def shared_translations(self, rows: dict[str, np.ndarray], image_size: tuple[int, int]) -> np.ndarray:
+        """Each person's translation (P, 3) in ``frame_camera``, from its own camera's rows."""
+        focal, principal = self.frame_camera(image_size)
+        # the person's camera is the method's crop camera scaled by (crop side in the image) / crop size
+        side = self.crop_size * rows["focal_length"].mean(1) / self.focal
+        return weak_perspective_to_translation(rows["cam"], rows["principal_point"], side, focal, principal)
+
+    def annotate(self, image: np.ndarray, result: BodyResult) -> np.ndarray:
+        if not result.num_people:
+            return image.copy()
+        focal, principal = self.frame_camera(image.shape[:2])
+        cam_t = self.shared_translations(result.rows, image.shape[:2])
+        return self.renderer.render(image, result.vertices, cam_t, focal, principal)

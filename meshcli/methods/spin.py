@@ -1,0 +1,232 @@
+"""SPIN (Kolotouros et al., ICCV 2019): HMR's regressor in PyTorch, trained with SMPLify in the loop.
+
+The official release (nkolot/SPIN) ships ``model_checkpoint.pt``:
+``torch.save`` of ``{'model': state_dict, 'optimizer', 'epoch', ...}``; only
+``'model'`` is read. Its network, under the official key names:
+
+- a torchvision-layout ResNet-50 (``conv1``, ``bn1``, ``layer1..4``; no ``fc``)
+  on a 224x224 ImageNet-normalised RGB crop, averaged to 2048 features;
+- a 3-iteration regressor sharing ``fc1`` (2205->1024) and ``fc2`` (1024->1024)
+  with **no** activation between them (dropout off at test time), then
+  ``decpose`` (144), ``decshape`` (10), ``deccam`` (3) added to the running
+  estimate, which starts from the buffers ``init_pose``, ``init_shape``,
+  ``init_cam`` (SMPL's mean pose in 6-D, mean betas, camera [0.9, 0, 0]);
+- each joint's 6 numbers become a rotation by Gram-Schmidt (Zhou et al.).
+
+SMPL is posed from the rotation matrices; ``joints3d`` are SMPL's 24 joints.
+The camera [s, tx, ty] is a weak perspective one; the demo renders it as a
+pinhole camera of focal 5000 px at crop scale, the mesh at
+``[tx, ty, 2 * 5000 / (224 s)]``.
+
+Crop rule (demo.py ``process_image``, utils/imutils.py ``crop``): a square of
+side ``200 * scale`` around ``centre`` (whole frame: centre (W//2, H//2),
+scale max(H, W)/200; OpenPose: the mean of the confident keypoints and 1.2x
+their larger extent; box: its centre and larger side), cut from a zero canvas,
+contrast-stretched to uint8 over the box and resized to 224 with Pillow's
+bilinear filter (what ``scipy.misc.imresize`` did).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ..bodycrop import Person
+from ..checkpoints import load_state_dict_strict, torch_load
+from ..errors import MeshcliError
+from ..models.resnet import ResNet
+from .body import BodyPredictor, PersonCrop
+from .i2l import SMPL_JOINT_NAMES, rot6d_to_rotmat, rotmat_to_axis_angle
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+VARIANTS: dict[str, dict] = {
+    # The released model (data/model_checkpoint.pt of fetch_data.sh).
+    "resnet50": {
+        "input_size": 224,
+        "normalisation": "RGB / 255, ImageNet mean/std",
+        "iterations": 3,
+        "focal_length": 5000.0,  # px at crop resolution (constants.FOCAL_LENGTH)
+        "box_rescale": 1.2,  # OpenPose keypoint box enlargement (demo.py)
+        "joint_names": SMPL_JOINT_NAMES,
+    },
+}
+DEFAULT_VARIANT = next(iter(VARIANTS))
+
+NUM_POSE_6D = 24 * 6
+
+
+class SpinNet(ResNet):
+    """SPIN's ``HMR`` module; ``forward`` -> rotation matrices (N,24,3,3), betas (N,10), camera (N,3)."""
+
+    def __init__(self, iterations: int = 3):
+        super().__init__(50, num_classes=None)
+        self.iterations = iterations
+        width = self.num_features + NUM_POSE_6D + 10 + 3
+        self.fc1 = nn.Linear(width, 1024)
+        self.fc2 = nn.Linear(1024, 1024)
+        self.decpose = nn.Linear(1024, NUM_POSE_6D)
+        self.decshape = nn.Linear(1024, 10)
+        self.deccam = nn.Linear(1024, 3)
+        # Untrained start: every joint at the identity, the root turned pi about x (upright
+        # in camera coordinates), camera s 0.9; the official checkpoint holds SMPL's mean pose.
+        pose = torch.tensor([1.0, 0, 0, 1, 0, 0]).repeat(24)
+        pose[3] = -1.0
+        self.register_buffer("init_pose", pose[None])
+        self.register_buffer("init_shape", torch.zeros(1, 10))
+        self.register_buffer("init_cam", torch.tensor([[0.9, 0.0, 0.0]]))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feat = super().forward(x)
+        n = len(x)
+        pose, shape, cam = (b.expand(n, -1) for b in (self.init_pose, self.init_shape, self.init_cam))
+        for _ in range(self.iterations):
+            xc = self.fc2(self.fc1(torch.cat([feat, pose, shape, cam], 1)))
+            pose = self.decpose(xc) + pose
+            shape = self.decshape(xc) + shape
+            cam = self.deccam(xc) + cam
+        return rot6d_to_rotmat(pose).reshape(n, 24, 3, 3), shape, cam
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The network state dict of SPIN's ``model_checkpoint.pt`` (its ``'model'`` entry)."""
+    obj = torch_load(path)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        return obj["model"]
+    raise MeshcliError(path, "not a SPIN checkpoint: expected a dict with a 'model' state dict "
+                             "(data/model_checkpoint.pt of SPIN's fetch_data.sh)",
+                       "download model_checkpoint.pt again (`meshcli weights fetch spin`)")
+
+
+def validate_checkpoint(path: Path, variant: str = DEFAULT_VARIANT) -> None:
+    load_state_dict_strict(SpinNet(VARIANTS[variant]["iterations"]), load_weights(path), path, "SPIN network")
+
+
+# ------------------------------------------------------------------ crop rule
+
+def crop_parameters(person: Person, image_size: tuple[int, int], rescale: float = 1.2
+                    ) -> tuple[np.ndarray, float]:
+    """(centre (x, y), scale) of SPIN's demo rule; the crop is a square of side 200 * scale."""
+    h, w = image_size
+    if person.kind == "frame":
+        return np.array([w // 2, h // 2], np.float64), max(h, w) / 200
+    if person.kind == "keypoints":
+        kps = person.keypoints
+        xy = kps[kps[:, 2] > 0.2, :2]
+        extent = float((xy.max(0) - xy.min(0)).max())
+        return xy.mean(0), extent / 200.0 * rescale
+    # a box, handled as the demo's [x, y, w, h] float32 bbox json
+    x0, y0, x1, y1 = person.box
+    bbox = np.array([x0, y0, x1 - x0, y1 - y0], np.float32)
+    return (bbox[:2] + np.float32(0.5) * bbox[2:]).astype(np.float64), float(max(bbox[2], bbox[3]) / 200.0)
+
+
+def crop_corners(centre: np.ndarray, scale: float, size: int = 224) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left and bottom-right (exclusive) image pixels of the crop box.
+
+    SPIN maps the crop's corners back through the inverse of its crop
+    similarity and truncates toward zero; doing the same arithmetic keeps the
+    box (which can be 1 px off square) identical.
+    """
+    h = 200.0 * scale
+    t = np.array([[size / h, 0.0, size * (-float(centre[0]) / h + 0.5)],
+                  [0.0, size / h, size * (-float(centre[1]) / h + 0.5)],
+                  [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(t)
+    ul = (inv @ np.array([0.0, 0.0, 1.0]))[:2].astype(np.int64)
+    br = (inv @ np.array([float(size), float(size), 1.0]))[:2].astype(np.int64)
+    return ul, br
+
+
+def crop_image(image: np.ndarray, ul: np.ndarray, br: np.ndarray, size: int = 224) -> np.ndarray:
+    """The box [ul, br) on a zero canvas, contrast-stretched to uint8, resized to size x size (Pillow bilinear).
+
+    ``scipy.misc.imresize`` byte-scaled its float box over the box's full range
+    (zero border included) before resizing. The box holds only uint8 values and
+    zeros, so a 256-entry table of that stretch gives the same bytes without a
+    float copy of the box.
+    """
+    h, w = image.shape[:2]
+    x0, x1 = max(0, ul[0]), min(w, br[0])
+    y0, y1 = max(0, ul[1]), min(h, br[1])
+    shape = (max(1, br[1] - ul[1]), max(1, br[0] - ul[0]), 3)
+    inside = image[y0:y1, x0:x1] if x1 > x0 and y1 > y0 else image[:0, :0]
+    values = [int(inside.min()), int(inside.max())] if inside.size else []
+    if inside.shape[:2] != shape[:2]:
+        values.append(0)  # the zero border takes part in the range
+    lo, hi = min(values), max(values)
+    lut = (((np.arange(256, dtype=np.float64) - lo) * (255.0 / (hi - lo or 1.0))).clip(0, 255) + 0.5).astype(np.uint8)
+    box = np.full(shape, lut[0], np.uint8)
+    if inside.size:
+        box[y0 - ul[1]:y1 - ul[1], x0 - ul[0]:x1 - ul[0]] = lut[inside]
+    return np.asarray(Image.fromarray(box, "RGB").resize((size, size), Image.BILINEAR))
+
+
+def normalise(crop: np.ndarray) -> np.ndarray:
+    """uint8 HxWx3 -> float32 3xHxW, ImageNet mean/std (float32 arithmetic, as torchvision's Normalize)."""
+    x = crop.astype(np.float32) / np.float32(255.0)
+    return ((x - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
+
+
+# ------------------------------------------------------------------ predictor
+
+class SpinPredictor(BodyPredictor):
+    """SPIN over a person source; see the module docstring (Python API: ``predictor(frames)``)."""
+
+    method = "spin"
+    joint_names = SMPL_JOINT_NAMES
+    openpose_choice = "first"  # demo.py reads people[0]
+
+    def __init__(self, weights: str | Path | None, variant: str | None = None,
+                 device: str | torch.device = "cpu", **options):
+        super().__init__(weights, variant, device, **options)
+        cfg = VARIANTS[self.variant]
+        self.crop_size = cfg["input_size"]
+        self.focal = cfg["focal_length"]
+        self.rescale = cfg["box_rescale"]
+        if weights is not None:
+            state = load_weights(weights)
+            with torch.device("meta"):  # skip the random initialisation the checkpoint overwrites
+                self.net = SpinNet(cfg["iterations"])
+            self.net.to_empty(device="cpu")
+            load_state_dict_strict(self.net, state, weights, "SPIN network")
+        else:
+            self.net = SpinNet(cfg["iterations"])
+        self.net.eval().to(self.device)
+
+    @classmethod
+    def variants(cls) -> dict[str, dict]:
+        return VARIANTS
+
+    def crop(self, image: np.ndarray, person: Person) -> PersonCrop:
+        centre, scale = crop_parameters(person, image.shape[:2], self.rescale)
+        ul, br = crop_corners(centre, scale, self.crop_size)
+        crop = crop_image(image, ul, br, self.crop_size)
+        region = np.concatenate([ul, br]).astype(np.float64)
+        return PersonCrop(normalise(crop), region, {"centre": centre, "scale": scale, "crop": crop})
+
+    def regress(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        rotmat, betas, cam = self.net(x)
+        body = self.smpl(betas, rotmat)
+        pose = rotmat_to_axis_angle(rotmat)
+        return {"global_orient": pose[:, 0], "body_pose": pose[:, 1:].reshape(len(x), -1), "betas": betas,
+                "cam": cam, "joints3d": body.joints, "vertices": body.vertices, "rotmat": rotmat}
+
+    def to_image(self, crop: PersonCrop, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        s, tx, ty = out["cam"]
+        half = np.float32(self.crop_size / 2)
+        cam_t = np.array([tx, ty, 2 * np.float32(self.focal) / (2 * half * s + np.float32(1e-9))], np.float32)
+        # The demo's crop camera (focal 5000, centre 112 with pixel edges at integers) carried
+        # through the crop box's scaling to the image, in OpenCV's pixel-centre coordinates.
+        ul, br = crop.region[:2], crop.region[2:]
+        focal = self.focal * (br - ul) / self.crop_size
+        centre = (ul + br) / 2 - 0.5
+        p = out["joints3d"].astype(np.float64) + cam_t
+        return {"joints2d": focal * p[:, :2] / p[:, 2:] + centre, "cam_t": cam_t,
+                "focal_length": focal, "principal_point": centre}
+
+Predictor = SpinPredictor
