@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import smplx
 import torch
+from torch.nn import functional as F
 from smplx.utils import Struct
 
 from .errors import MeshcliError
@@ -36,6 +37,12 @@ HMR_SMPL_FILE = "neutral_smpl_with_cocoplus_reg.pkl"
 IMPORT_COMMAND = "meshcli weights import smpl FILE"
 
 NUM_VERTS, NUM_FACES, NUM_JOINTS, NUM_COCOPLUS = 6890, 13776, 24, 19
+SMPL_JOINT_NAMES = (
+    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
+    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
+    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hand", "right_hand",
+)
 
 # Required arrays in SMPL's own layout; None is the number of shape components (>= 10).
 LAYOUT: dict[str, tuple[int | None, ...]] = {
@@ -51,7 +58,7 @@ LAYOUT: dict[str, tuple[int | None, ...]] = {
 OPTIONAL_LAYOUT: dict[str, tuple[int, ...]] = {"cocoplus_regressor": (NUM_COCOPLUS, NUM_VERTS)}
 
 _WHERE = (f"get {SMPL_FILE} from {LICENCE_URL} (free registration; SMPL Model License, non-commercial) or "
-          f"{HMR_SMPL_FILE} from HMR's {HMR_MODELS_URL} (HMR needs this one: it has the cocoplus regressor), "
+          f"{HMR_SMPL_FILE} from HMR's {HMR_MODELS_URL}, "
           f"then run `{IMPORT_COMMAND}`; `meshcli weights fetch hmr` also stores HMR's copy")
 
 
@@ -495,15 +502,10 @@ class SMPLModel(torch.nn.Module):
                              None if coco is None else torch.as_tensor(np.asarray(coco), dtype=dtype))
 
     @classmethod
-    def from_file(cls, path: str | Path, *, need_cocoplus: bool = False, num_betas: int = 10,
+    def from_file(cls, path: str | Path, *, num_betas: int = 10,
                   dtype: torch.dtype = torch.float32) -> "SMPLModel":
         """Load any accepted SMPL file (imported .npz, official or HMR .pkl) and build the model."""
-        arrays = load_smpl(path)
-        if need_cocoplus and "cocoplus_regressor" not in arrays:
-            raise MeshcliError(path, "this SMPL file has no 'cocoplus_regressor' (HMR's 19 joints)",
-                               f"use HMR's {HMR_SMPL_FILE} from {HMR_MODELS_URL}: run `{IMPORT_COMMAND}` "
-                               "with it, or pass it with --smpl")
-        return cls(arrays, num_betas=num_betas, dtype=dtype)
+        return cls(load_smpl(path), num_betas=num_betas, dtype=dtype)
 
     @property
     def has_cocoplus(self) -> bool:
@@ -542,3 +544,50 @@ class SMPLModel(torch.nn.Module):
         verts = out.vertices
         coco = None if not self.has_cocoplus else torch.einsum("jv,bvc->bjc", self.cocoplus_regressor, verts)
         return SMPLOutput(verts, out.joints[:, :NUM_JOINTS], coco)
+
+
+# -- SMPL parameter conversions shared by the body methods --------------------------------------
+
+def rot6d_to_rotmat(x: torch.Tensor) -> torch.Tensor:
+    """(..., 6k) -> (..., k, 3, 3) by Gram-Schmidt.
+
+    The six numbers of a rotation are a 3x2 matrix stored row by row, so its two
+    columns interleave: (n0, n2, n4) and (n1, n3, n5).
+    """
+    m = x.reshape(-1, 3, 2)
+    b1 = F.normalize(m[:, :, 0], dim=1)
+    a2 = m[:, :, 1]
+    b2 = F.normalize(a2 - (b1 * a2).sum(1, keepdim=True) * b1, dim=1)
+    b3 = torch.linalg.cross(b1, b2, dim=1)
+    return torch.stack((b1, b2, b3), -1).reshape(*x.shape[:-1], -1, 3, 3)
+
+
+def rotmat_to_axis_angle(r: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(..., 3, 3) rotation matrices -> (..., 3) axis-angle, the way I2L's torchgeometry 0.1.2 does it.
+
+    The quaternion comes from whichever of the four classic formulas the diagonal
+    selects (torchgeometry's case rule, not the numerically best one, so that the
+    results match to float rounding); the angle is 2 atan2(|xyz|, w) with both signs
+    flipped when w < 0.
+    """
+    shape = r.shape[:-2]
+    r = r.reshape(-1, 3, 3)
+    r00, r01, r02 = r[:, 0, 0], r[:, 0, 1], r[:, 0, 2]
+    r10, r11, r12 = r[:, 1, 0], r[:, 1, 1], r[:, 1, 2]
+    r20, r21, r22 = r[:, 2, 0], r[:, 2, 1], r[:, 2, 2]
+    t = torch.stack((1 + r00 - r11 - r22, 1 - r00 + r11 - r22, 1 - r00 - r11 + r22, 1 + r00 + r11 + r22), 1)
+    candidates = torch.stack((
+        torch.stack((r21 - r12, t[:, 0], r10 + r01, r02 + r20), 1),
+        torch.stack((r02 - r20, r10 + r01, t[:, 1], r21 + r12), 1),
+        torch.stack((r10 - r01, r02 + r20, r21 + r12, t[:, 2]), 1),
+        torch.stack((t[:, 3], r21 - r12, r02 - r20, r10 - r01), 1),
+    ), 1)  # (N, 4 cases, 4 = w x y z)
+    low_z = r22 < eps
+    case = torch.where(low_z, torch.where(r00 > r11, 0, 1), torch.where(r00 < -r11, 2, 3))
+    idx = torch.arange(len(r), device=r.device)
+    q = candidates[idx, case] * 0.5 / torch.sqrt(t[idx, case])[:, None]
+    w, xyz = q[:, 0], q[:, 1:]
+    sin_half = xyz.norm(dim=1)
+    angle = 2 * torch.where(w < 0, torch.atan2(-sin_half, -w), torch.atan2(sin_half, w))
+    k = torch.where(sin_half > 0, angle / sin_half, torch.full_like(angle, 2.0))
+    return (xyz * k[:, None]).reshape(*shape, 3)

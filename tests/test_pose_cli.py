@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from meshcli.cli import app
 
-from conftest import FIXTURES, PARITY, REPO, need_shared
+from conftest import FIXTURES, PARITY, REPO, need_shared, video_facts
 
 CASES = ("dekr-w32-coco", "dekr-w32-coco-ctrbias")
 
@@ -152,3 +152,34 @@ def test_readme_quick_start_main_job_runs_as_written(tmp_path):
     subprocess.run(job, shell=True, check=True, cwd=REPO)
     npz = np.load(tmp_path / "coco_000000000785.npz")
     assert bool(npz["untrained"]) and npz["keypoints"].shape[1:] == (17, 3)
+
+
+def test_real_video_end_to_end(tmp_path):
+    """The first 8 frames of the shipped real clip (re-encoded: the whole clip takes minutes on 2 CPU cores)."""
+    import av
+
+    src = tmp_path / "people.mp4"
+    with av.open(str(REPO / "examples" / "multi_person_demo.mp4")) as real, av.open(str(src), "w") as out:
+        stream_in = real.streams.video[0]
+        stream = out.add_stream("libx264", rate=stream_in.average_rate)
+        stream.width, stream.height, stream.pix_fmt = stream_in.width, stream_in.height, "yuv420p"
+        for k, frame in enumerate(real.decode(stream_in)):
+            if k == 8:
+                break
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.time_base = k, 1 / stream_in.average_rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    out = tmp_path / "out"
+    run = meshcli("pose", src, "--random-weights", "--batch-size", "4", "--out", out)
+    assert run.exit_code == 0, run.output
+    assert video_facts(out / "people.mp4") == {"frames": 8, "fps": 12.0, "codec": "h264", "pix_fmt": "yuv420p",
+                                               "audio": 0}
+    npz = np.load(out / "people.npz")
+    assert int(npz["num_frames"]) == 8 and float(npz["fps"]) == 12.0
+    np.testing.assert_array_equal(npz["image_size"], [1920, 1080])
+    assert set(npz["frame_index"]) <= set(range(8)) and (np.diff(npz["frame_index"]) >= 0).all()
+    records = json.loads((out / "people.coco.json").read_text())
+    assert len(records) == len(npz["keypoints"]) and {r["image_id"] for r in records} <= set(range(8))

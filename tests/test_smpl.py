@@ -304,11 +304,9 @@ def test_missing_smpl_says_which_file_where_and_how(tmp_path):
     assert require_smpl(given, stored) == given
 
 
-def test_hmr_needs_the_cocoplus_regressor(model, tmp_path):
+def test_a_file_without_the_cocoplus_regressor_gives_no_cocoplus_joints(model, tmp_path):
     path = tmp_path / "basic.npz"
     np.savez(path, **{k: v for k, v in model.items() if k != "cocoplus_regressor"})
-    with pytest.raises(MeshcliError, match="cocoplus_regressor"):
-        SMPLModel.from_file(path, need_cocoplus=True)
     assert SMPLModel.from_file(path)(torch.zeros(1, 10), torch.zeros(1, 72)).cocoplus is None
 
 
@@ -384,7 +382,7 @@ def test_forward_matches_official_hmr_and_spin_outputs(tmp_path):
     if not (SHARED / "parity").is_dir():
         pytest.skip("../shared/parity not present: parity fixtures live there")
     subprocess.run([sys.executable, str(SHARED / "parity" / "fake_smpl.py"), str(tmp_path / "smpl.pkl")], check=True)
-    smpl = SMPLModel.from_file(tmp_path / "smpl.pkl", need_cocoplus=True)
+    smpl = SMPLModel.from_file(tmp_path / "smpl.pkl")
     hmr = np.load(SHARED / "parity" / "hmr-tf" / "expected.npz")
     for i in range(4):
         theta = torch.from_numpy(hmr[f"theta_{i}"][-1:])  # [s, tx, ty, 72 pose, 10 betas]

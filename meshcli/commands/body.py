@@ -14,8 +14,8 @@ from ..errors import MeshcliError
 from ..io.sinks import Sink
 from ..methods import method_module, methods_for
 from ..smpl import write_obj
-from .common import (Annotate, BatchSize, Device, Inputs, Out, Quiet, RandomWeights, Variant, Weights, err_console,
-                     guarded, run_and_report)
+from .common import (Annotate, BatchSize, Device, Inputs, Out, Quiet, RandomWeights, Variant, Weights,
+                     choose_method, err_console, guarded, run_and_report)
 
 DETECTORS = ("dekr", "full")
 DEKR_VARIANT = "w32-coco"
@@ -133,12 +133,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """SMPL body per person: NPZ (pose, shape, cameras, joints), mesh-overlay image/video, optional OBJs."""
         cli = dict(locals())
-        if method not in methods_for("body"):
-            raise MeshcliError(None, f"--method {method} is not a body method", f"use {', '.join(methods_for('body'))}")
-        module = method_module(method)
-        variant = variant or next(iter(module.VARIANTS))
-        if variant not in module.VARIANTS:
-            raise MeshcliError(None, f"unknown --variant {variant}", f"use one of {', '.join(module.VARIANTS)}")
+        module, variant = choose_method("body", method, variant)
         path = store.resolve(method, variant, weights, random_weights)
         dev = resolve_device(device)
         if method != "i2l" and any(cli[k] is not None for k in I2L_OPTIONS):

@@ -47,16 +47,10 @@ from ..bodycrop import Person, PersonSource
 from ..checkpoints import load_state_dict_strict, torch_load
 from ..errors import MeshcliError
 from ..models.resnet import ResNet
-from ..smpl import SMPLModel
+from ..smpl import SMPL_JOINT_NAMES, SMPLModel, rot6d_to_rotmat, rotmat_to_axis_angle
 from .base import Frame
 from .body import BodyFrame, BodyPredictor, BodyResult, PersonCrop
 
-SMPL_JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
-    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hand", "right_hand",
-)
 # I2L adds five face points to SMPL's 24 joints, each one vertex of the mesh.
 FACE_POINTS = {"nose": 331, "left_eye": 2802, "right_eye": 6262, "left_ear": 3489, "right_ear": 3990}
 JOINT_NAMES = SMPL_JOINT_NAMES + tuple(FACE_POINTS)
@@ -186,51 +180,6 @@ class ParamRegressor(nn.Module):
     def forward(self, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feat = self.fc(joints.reshape(len(joints), -1))
         return self.fc_pose(feat), self.fc_shape(feat)
-
-
-def rot6d_to_rotmat(x: torch.Tensor) -> torch.Tensor:
-    """(..., 6k) -> (..., k, 3, 3) by Gram-Schmidt.
-
-    The six numbers of a rotation are a 3x2 matrix stored row by row, so its two
-    columns interleave: (n0, n2, n4) and (n1, n3, n5).
-    """
-    m = x.reshape(-1, 3, 2)
-    b1 = F.normalize(m[:, :, 0], dim=1)
-    a2 = m[:, :, 1]
-    b2 = F.normalize(a2 - (b1 * a2).sum(1, keepdim=True) * b1, dim=1)
-    b3 = torch.linalg.cross(b1, b2, dim=1)
-    return torch.stack((b1, b2, b3), -1).reshape(*x.shape[:-1], -1, 3, 3)
-
-
-def rotmat_to_axis_angle(r: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """(..., 3, 3) rotation matrices -> (..., 3) axis-angle, the way I2L's torchgeometry 0.1.2 does it.
-
-    The quaternion comes from whichever of the four classic formulas the diagonal
-    selects (torchgeometry's case rule, not the numerically best one, so that the
-    results match to float rounding); the angle is 2 atan2(|xyz|, w) with both signs
-    flipped when w < 0.
-    """
-    shape = r.shape[:-2]
-    r = r.reshape(-1, 3, 3)
-    r00, r01, r02 = r[:, 0, 0], r[:, 0, 1], r[:, 0, 2]
-    r10, r11, r12 = r[:, 1, 0], r[:, 1, 1], r[:, 1, 2]
-    r20, r21, r22 = r[:, 2, 0], r[:, 2, 1], r[:, 2, 2]
-    t = torch.stack((1 + r00 - r11 - r22, 1 - r00 + r11 - r22, 1 - r00 - r11 + r22, 1 + r00 + r11 + r22), 1)
-    candidates = torch.stack((
-        torch.stack((r21 - r12, t[:, 0], r10 + r01, r02 + r20), 1),
-        torch.stack((r02 - r20, r10 + r01, t[:, 1], r21 + r12), 1),
-        torch.stack((r10 - r01, r02 + r20, r21 + r12, t[:, 2]), 1),
-        torch.stack((t[:, 3], r21 - r12, r02 - r20, r10 - r01), 1),
-    ), 1)  # (N, 4 cases, 4 = w x y z)
-    low_z = r22 < eps
-    case = torch.where(low_z, torch.where(r00 > r11, 0, 1), torch.where(r00 < -r11, 2, 3))
-    idx = torch.arange(len(r), device=r.device)
-    q = candidates[idx, case] * 0.5 / torch.sqrt(t[idx, case])[:, None]
-    w, xyz = q[:, 0], q[:, 1:]
-    sin_half = xyz.norm(dim=1)
-    angle = 2 * torch.where(w < 0, torch.atan2(-sin_half, -w), torch.atan2(sin_half, w))
-    k = torch.where(sin_half > 0, angle / sin_half, torch.full_like(angle, 2.0))
-    return (xyz * k[:, None]).reshape(*shape, 3)
 
 
 class I2LMeshNet(nn.Module):

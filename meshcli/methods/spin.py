@@ -38,8 +38,8 @@ from ..bodycrop import Person
 from ..checkpoints import load_state_dict_strict, torch_load
 from ..errors import MeshcliError
 from ..models.resnet import ResNet
+from ..smpl import SMPL_JOINT_NAMES, rot6d_to_rotmat, rotmat_to_axis_angle
 from .body import BodyPredictor, PersonCrop
-from .i2l import SMPL_JOINT_NAMES, rot6d_to_rotmat, rotmat_to_axis_angle
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
