@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -67,3 +67,16 @@ def load_state_dict_strict(module: torch.nn.Module, state: Mapping[str, torch.Te
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
     # BatchNorm's num_batches_tracked is saved as [] by new torch and [1] by some old code.
     return () if t.dim() == 1 and t.numel() == 1 and t.dtype == torch.int64 else tuple(t.shape)
+
+
+def build_loaded(make: Callable[[], torch.nn.Module], weights: str | Path | None,
+                 read: Callable[[str | Path], Mapping[str, torch.Tensor]], what: str) -> torch.nn.Module:
+    """``make()`` filled strictly from ``read(weights)``, or freshly initialised when ``weights`` is None."""
+    if weights is None:
+        return make()
+    state = read(weights)
+    with torch.device("meta"):  # skip the random initialisation the checkpoint overwrites
+        module = make()
+    module.to_empty(device="cpu")
+    load_state_dict_strict(module, state, weights, what)
+    return module

@@ -44,6 +44,18 @@ def parity_checkpoints(tmp_path_factory):
     return get
 
 
+@pytest.fixture()
+def tfbundle():
+    """../shared/parity/tfbundle.py, the fixtures' writer of TensorFlow's V2 checkpoint format."""
+    need_shared()
+    sys.path.insert(0, str(PARITY))
+    try:
+        import tfbundle
+    finally:
+        sys.path.remove(str(PARITY))
+    return tfbundle
+
+
 def write_video(path: Path, frames: int = 10, fps: int = 12, size=(64, 48), audio: bool = False) -> Path:
     """A small H.264 video whose frame k has a bright square at x = 4k (so frames are distinguishable)."""
     import av

@@ -144,17 +144,6 @@ def test_converted_file_is_the_same_network(checkpoint, predictor, tmp_path):
         assert torch.equal(converted[key], value.cpu()), key
 
 
-@pytest.fixture()
-def tfbundle():
-    need_shared()
-    sys.path.insert(0, str(PARITY))
-    try:
-        import tfbundle
-    finally:
-        sys.path.remove(str(PARITY))
-    return tfbundle
-
-
 def test_truncated_shard_fails_before_any_frame(checkpoint, fake_smpl, tmp_path):
     prefix = tmp_path / "model.ckpt-667589"
     (tmp_path / "model.ckpt-667589.index").write_bytes(checkpoint.with_name("model.ckpt-667589.index").read_bytes())

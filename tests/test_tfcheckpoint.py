@@ -1,7 +1,6 @@
 """TensorFlow V2 checkpoint reader: CRC-32C, the index table, and damaged files."""
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ import pytest
 from meshcli.errors import MeshcliError
 from meshcli.tfcheckpoint import TFCheckpoint, checkpoint_prefix, crc32c, masked_crc32c
 
-from conftest import PARITY, need_shared
 
 
 def reference_crc32c(data: bytes) -> int:
@@ -44,17 +42,6 @@ def test_prefix_from_any_of_its_files(tmp_path):
     assert checkpoint_prefix(p) == p
     assert checkpoint_prefix(f"{p}.index") == p
     assert checkpoint_prefix(f"{p}.data-00000-of-00001") == p
-
-
-@pytest.fixture()
-def tfbundle():
-    need_shared()
-    sys.path.insert(0, str(PARITY))
-    try:
-        import tfbundle
-    finally:
-        sys.path.remove(str(PARITY))
-    return tfbundle
 
 
 def arrays():

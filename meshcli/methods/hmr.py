@@ -44,7 +44,7 @@ from torch import nn
 
 from .. import __version__
 from ..bodycrop import Person
-from ..checkpoints import load_state_dict_strict, torch_load
+from ..checkpoints import build_loaded, load_state_dict_strict, torch_load
 from ..errors import MeshcliError
 from ..models.resnet_v2 import ResNetV2, tf_variable_map as resnet_variable_map
 from ..smpl import NUM_COCOPLUS, NUM_VERTS
@@ -277,16 +277,9 @@ class HmrPredictor(BodyPredictor):
         self.crop_size = cfg["input_size"]
         self.person_height = cfg["person_height"]
         self.focal = cfg["focal_length"]
-        if weights is not None:
-            state = load_weights(weights)
-            with torch.device("meta"):  # skip the random initialisation the checkpoint overwrites
-                self.net = HMRNet(cfg["iterations"])
-            self.net.to_empty(device="cpu")
-            load_state_dict_strict(self.net, state, weights, "HMR network")
-        else:
-            self.net = HMRNet(cfg["iterations"])
-            if self.smpl.has_cocoplus:  # untrained: HMR's joints from the SMPL file when it has them
-                self.net.cocoplus_regressor.copy_(self.smpl.cocoplus_regressor)
+        self.net = build_loaded(lambda: HMRNet(cfg["iterations"]), weights, load_weights, "HMR network")
+        if weights is None and self.smpl.has_cocoplus:  # untrained: HMR's joints from the SMPL file if it has them
+            self.net.cocoplus_regressor.copy_(self.smpl.cocoplus_regressor)
         self.net.eval().to(self.device)
 
     @classmethod

@@ -35,7 +35,7 @@ from PIL import Image
 from torch import nn
 
 from ..bodycrop import Person
-from ..checkpoints import load_state_dict_strict, torch_load
+from ..checkpoints import build_loaded, load_state_dict_strict, torch_load
 from ..errors import MeshcliError
 from ..models.resnet import ResNet
 from ..smpl import SMPL_JOINT_NAMES, rot6d_to_rotmat, rotmat_to_axis_angle
@@ -188,14 +188,7 @@ class SpinPredictor(BodyPredictor):
         self.crop_size = cfg["input_size"]
         self.focal = cfg["focal_length"]
         self.rescale = cfg["box_rescale"]
-        if weights is not None:
-            state = load_weights(weights)
-            with torch.device("meta"):  # skip the random initialisation the checkpoint overwrites
-                self.net = SpinNet(cfg["iterations"])
-            self.net.to_empty(device="cpu")
-            load_state_dict_strict(self.net, state, weights, "SPIN network")
-        else:
-            self.net = SpinNet(cfg["iterations"])
+        self.net = build_loaded(lambda: SpinNet(cfg["iterations"]), weights, load_weights, "SPIN network")
         self.net.eval().to(self.device)
 
     @classmethod
