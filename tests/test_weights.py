@@ -1,6 +1,7 @@
 """The weights store: manifest, resolving, offline fetch, safe loading."""
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from meshcli import weights as store
 from meshcli.checkpoints import load_state_dict_strict, torch_load
 from meshcli.errors import MeshcliError
+from meshcli.methods.base import file_sha256
 
 
 def test_manifest_lists_every_method_with_source_and_licence():
@@ -95,3 +97,26 @@ def test_strict_mapping_names_missing_extra_and_misshaped_keys():
     wrong = {**good, "0.weight": torch.zeros(4, 3)}
     with pytest.raises(MeshcliError, match=r"0\.weight \(4, 3\) \(expected \(2, 3\)\)"):
         load_state_dict_strict(module, wrong, "w.pth")
+
+
+def test_import_checks_the_file_then_stores_it_with_provenance(parity_checkpoints, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from meshcli.cli import app
+
+    monkeypatch.setenv("MESHCLI_WEIGHTS", str(tmp_path / "store"))
+    rescore = parity_checkpoints("dekr-w32-coco", "rescore_spec.json")
+    run = CliRunner().invoke(app, ["weights", "import", "dekr-rescore-coco", str(rescore)])
+    assert run.exit_code == 0, run.output
+    stored = tmp_path / "store" / "final_rescore_coco_kpt.pth"
+    assert stored.read_bytes() == rescore.read_bytes()
+    record = json.loads((tmp_path / "store" / "final_rescore_coco_kpt.pth.provenance.json").read_text())
+    assert record["source_bytes"] == rescore.stat().st_size and record["sha256"] == file_sha256(stored)
+    listing = CliRunner().invoke(app, ["weights", "list"], env={"COLUMNS": "250"})
+    assert "dekr-rescore-coco" in listing.output and "yes" in listing.output
+
+    # the CrowdPose rescoring net has another input width: refused by name, nothing stored
+    run = CliRunner().invoke(app, ["weights", "import", "dekr-rescore-crowdpose", str(rescore)])
+    assert run.exit_code != 0 and "l1.weight" in run.output
+    assert not (tmp_path / "store" / "final_rescore_crowd_pose_kpt.pth").exists()
+    assert not list((tmp_path / "store").glob(".*part*"))
