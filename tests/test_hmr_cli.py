@@ -109,3 +109,21 @@ def test_setup_errors_come_before_any_frame(setup, tmp_path, monkeypatch):
     run = meshcli("body", image, "--method", "hmr", "--random-weights", "--smpl", smpl, "--detector", "full",
                   "--openpose", DATA / "random_keypoints.json", "--out", tmp_path / "out")
     assert run.exit_code != 0 and "give only one of --detector, --openpose, --boxes" in " ".join(run.output.split())
+
+
+def test_imported_checkpoint_and_smpl_are_used_from_the_store(setup, tmp_path, monkeypatch):
+    """`weights import hmr` converts the TF checkpoint once; `weights import smpl` stores a clean npz."""
+    ckpt, smpl = setup
+    monkeypatch.setenv("MESHCLI_WEIGHTS", str(tmp_path / "store"))
+    assert meshcli("weights", "import", "hmr", ckpt).exit_code == 0
+    assert meshcli("weights", "import", "smpl", smpl).exit_code == 0
+    stored = sorted(p.name for p in (tmp_path / "store").iterdir())
+    assert stored == ["hmr_model.ckpt-667589.pth", "hmr_model.ckpt-667589.pth.provenance.json",
+                      "smpl_neutral.npz", "smpl_neutral.npz.provenance.json"]
+    image = DATA / INFO["inputs"][0]["image"].split("/")[-1]
+    run = meshcli("body", image, "--method", "hmr", "--detector", "full", "--no-annotate", "-q", "--out", tmp_path)
+    assert run.exit_code == 0, run.output
+    npz = np.load(tmp_path / f"{image.stem}.npz")
+    theta = EXPECTED["theta_0"][-1]
+    np.testing.assert_allclose(npz["betas"][0], theta[75:], rtol=0, atol=TOL["theta"])
+    assert str(npz["weights"]) == "hmr_model.ckpt-667589.pth"
