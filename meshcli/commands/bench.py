@@ -14,12 +14,12 @@ from .. import weights as store
 from ..device import resolve_device
 from ..methods import METHODS, method_module
 from ..pipeline import Pipeline, Progress
-from .common import BatchSize, Device, RandomWeights, Variant, Weights, guarded
+from .common import Annotate, BatchSize, Device, RandomWeights, Variant, Weights, guarded
 
 
 def benchmark(inputs: list[str], method: str, variant: str | None = None, weights: Path | None = None,
               random_weights: bool = False, batch_size: int = 8, device: str = "auto",
-              options: dict | None = None, progress: bool = False) -> dict:
+              options: dict | None = None, annotate: bool = True, progress: bool = False) -> dict:
     """Run the whole pipeline (outputs to a temporary folder) and return its timings."""
     module = method_module(method)
     variant = variant or next(iter(module.VARIANTS))
@@ -27,10 +27,11 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
     dev = resolve_device(device)
     predictor = module.Predictor(path, variant=variant, device=dev, **(options or {}))
     with tempfile.TemporaryDirectory(prefix="meshcli-bench-") as out:
-        summary = Pipeline(predictor, out, batch_size=batch_size, progress=Progress(enabled=progress)).run(inputs)
+        summary = Pipeline(predictor, out, batch_size=batch_size, annotate=annotate,
+                           progress=Progress(enabled=progress)).run(inputs)
     frames = summary.times.frames
     return {
-        "method": method, "variant": variant, "device": str(dev), "batch_size": batch_size,
+        "method": method, "variant": variant, "device": str(dev), "batch_size": batch_size, "annotate": annotate,
         "untrained": path is None, "inputs": inputs, "frames": frames,
         "failures": [f.line() for f in summary.failures],
         "stages": {stage: {"seconds": round(sec, 4), "ms_per_frame": round(1000 * sec / max(frames, 1), 2),
@@ -56,6 +57,7 @@ def register(app: typer.Typer) -> None:
                                                   show_default=False)] = None,
         batch_size: BatchSize = 8,
         device: Device = "auto",
+        annotate: Annotate = True,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Per-stage throughput (decode, preprocess, model, postprocess, render, encode) and peak memory.
@@ -64,7 +66,7 @@ def register(app: typer.Typer) -> None:
         """
         options = {"smpl": smpl} if smpl is not None else {}
         result = benchmark(inputs, method, variant, weights, random_weights, batch_size, device, options,
-                           progress=not as_json)
+                           annotate, progress=not as_json)
         if as_json:
             typer.echo(json.dumps(result, indent=1))
             return
