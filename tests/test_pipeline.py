@@ -255,3 +255,37 @@ def test_frames_with_nobody_keep_every_key_with_zero_rows(tmp_path):
     assert npz["keypoints"].shape == (0, 5, 3) and npz["frame_index"].shape == (0,)
     assert int(npz["num_frames"]) == 4
     assert video_facts(tmp_path / "out" / "empty_scene.mp4")["frames"] == 4  # no dropped frames
+
+
+def test_rotation_metadata_is_applied(tmp_path):
+    """A phone-style video whose track matrix says 'display rotated 90 degrees clockwise'."""
+    import struct
+
+    import av
+
+    src = tmp_path / "coded.mp4"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(3):
+            img = np.zeros((48, 64, 3), np.uint8)
+            img[:10, :20] = 255  # a block at the coded frame's top-left
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    data = bytearray(src.read_bytes())
+    unity = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    at = data.find(unity, data.find(b"tkhd"))
+    data[at:at + 36] = struct.pack(">9I", 0, 0x10000, 0, 0xFFFF0000, 0, 0, 0, 0, 0x40000000)
+    rotated = tmp_path / "phone.mp4"
+    rotated.write_bytes(bytes(data))
+
+    out = tmp_path / "out"
+    assert not Pipeline(BrightestPixel(), out).run([str(rotated)]).failures
+    npz = np.load(out / "phone.npz")
+    np.testing.assert_array_equal(npz["image_size"], [64, 48])  # upright: portrait
+    x, y = npz["keypoints"][0, 0, :2]
+    assert x >= 38 and y < 20  # the block is now at the top-right
+    with av.open(str(out / "phone.mp4")) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (48, 64)
