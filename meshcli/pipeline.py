@@ -4,15 +4,19 @@ Three threads overlap the work and bounded queues join them, so memory stays
 flat however long a video is:
 
     decode thread   frames of every input, decoded and preprocessed
-    calling thread  device batches through ``predictor.infer`` and ``postprocess``
+    model thread    device batches through ``predictor.infer`` and ``postprocess``
     render thread   ``predictor.annotate`` and the sinks (video, images, NPZ, ...)
+
+The calling thread only collects results (``Pipeline.stream`` yields them).
 
 Inputs flow one after another through the same threads (the render thread
 owns any OpenGL context, which must stay on one thread). A failing input is
-aborted (its sinks delete their temporary files) and reported; the others go on.
+aborted (its sinks delete what they wrote) and reported; the others go on, and
+any failure, an unexpected one included, ends only the input it happened in.
 """
 from __future__ import annotations
 
+import os
 import queue
 import resource
 import sys
@@ -113,6 +117,7 @@ class Pipeline:
     def stream(self, args: list[str], summary: RunSummary | None = None) -> Iterator[tuple[Input, Frame, FrameResult]]:
         """Yield (input, frame, result) as they are produced; outputs are written as a side effect."""
         summary = summary if summary is not None else RunSummary()
+        self._check_out_dir()
         inputs, errors = expand_inputs(args, self.extensions())
         summary.failures.extend(errors)
         start = time.perf_counter()
@@ -147,86 +152,94 @@ class Pipeline:
                 summary.peak_cuda_mb = torch.cuda.max_memory_allocated() / 2**20
             self.progress.finish()
 
+    def _check_out_dir(self) -> None:
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise MeshcliError(self.out_dir, f"cannot create the output folder ({err.strerror})",
+                               "choose another --out") from None
+        if not os.access(self.out_dir, os.W_OK | os.X_OK):
+            raise MeshcliError(self.out_dir, "the output folder is not writable", "choose another --out")
+
     # -- decode thread -------------------------------------------------------------------------
     def _decode(self, inputs: list[Input], out: queue.Queue, summary: RunSummary, stop: threading.Event) -> None:
         times = summary.times
         reader = getattr(self.predictor, "read_image", None) or read_rgb
-        try:
-            for inp in inputs:
-                if stop.is_set():
-                    return
-                try:
-                    video = probe_video(inp.files[0]) if inp.is_video else None
-                except MeshcliError as err:
-                    summary.failures.append(err)
-                    continue
-                _put(out, _Start(inp, video, video.num_frames if video else len(inp.files)), stop)
-                error = None
+        for inp in inputs:
+            if stop.is_set():
+                break
+            try:
+                video = probe_video(inp.files[0]) if inp.is_video else None
+            except MeshcliError as err:
+                summary.failures.append(err)
+                continue
+            _put(out, _Start(inp, video, video.num_frames if video else len(inp.files)), stop)
+            error = None
+            try:
                 frames = iter_frames(inp, reader, video.rotation if video else 0,
                                      on_bad_file=summary.failures.append)
-                try:
-                    while not stop.is_set():
-                        t0 = time.perf_counter()
-                        frame = next(frames, None)
-                        t1 = time.perf_counter()
-                        if frame is None:
-                            break
-                        times.add("decode", t1 - t0)
-                        prepared = self.predictor.preprocess(frame)
-                        times.add("preprocess", time.perf_counter() - t1)
-                        _put(out, _Item(frame, prepared), stop)
-                except MeshcliError as err:
-                    error = err
-                _put(out, _End(inp, error), stop)
-        except BaseException as err:  # an unexpected bug: end the run rather than hang
-            _put(out, _End(None, MeshcliError(None, f"internal error while decoding: {err!r}")), stop)
-        finally:
-            _put(out, _STOP, stop)
+                while True:
+                    if stop.is_set():
+                        error = _cancelled(inp)
+                        break
+                    t0 = time.perf_counter()
+                    frame = next(frames, None)
+                    t1 = time.perf_counter()
+                    if frame is None:
+                        break
+                    times.add("decode", t1 - t0)
+                    prepared = self.predictor.preprocess(frame)
+                    times.add("preprocess", time.perf_counter() - t1)
+                    _put(out, _Item(frame, prepared), stop)
+            except Exception as err:  # noqa: BLE001 - any failure ends this input only
+                error = _as_error(err, inp, "reading or preprocessing")
+            _put(out, _End(inp, error), stop)
+        _put(out, _STOP, stop)
 
     # -- model thread: device batches ------------------------------------------------------------
     def _predict(self, inp: queue.Queue, out: queue.Queue, summary: RunSummary, stop: threading.Event) -> None:
         times = summary.times
         batch: list[_Item] = []
-
-        def flush():
-            if not batch:
-                return
-            t0 = time.perf_counter()
-            raws = self.predictor.infer([item.prepared for item in batch])
-            t1 = time.perf_counter()
-            for item, raw in zip(batch, raws):
-                item.result = self.predictor.postprocess(item.prepared, raw)
-                item.prepared = None  # free tensors before the render stage holds the item
-            times.add("model", t1 - t0)
-            times.add("postprocess", time.perf_counter() - t1)
-            for item in batch:
-                _put(out, item, stop)
-            batch.clear()
-
+        current: Input | None = None
         error: MeshcliError | None = None  # the current input's first model error; its later frames are dropped
-        try:
-            while True:
-                msg = _get(inp, stop)
-                if isinstance(msg, _Item):
-                    if error is None:
-                        batch.append(msg)
-                        if len(batch) >= self.batch_size:
-                            error = _try(flush)
-                            batch.clear()
-                    continue
-                if isinstance(msg, _End):
-                    error = error or _try(flush)
-                    batch.clear()
-                    msg.error = msg.error or error
-                    error = None
-                _put(out, msg, stop)
-                if msg is _STOP:
-                    return
-        except BaseException as err:  # a bug in a method: fail the current input, end the run
-            stop.set()
-            _put(out, _End(None, MeshcliError(None, f"internal error in the model stage: {err!r}",
-                                              "please report this with the command line")), stop)
-            _put(out, _STOP, stop)
+
+        def flush() -> MeshcliError | None:
+            if not batch:
+                return None
+            try:
+                t0 = time.perf_counter()
+                raws = self.predictor.infer([item.prepared for item in batch])
+                t1 = time.perf_counter()
+                for item, raw in zip(batch, raws):
+                    item.result = self.predictor.postprocess(item.prepared, raw)
+                    item.prepared = None  # free tensors before the render stage holds the item
+                times.add("model", t1 - t0)
+                times.add("postprocess", time.perf_counter() - t1)
+                for item in batch:
+                    _put(out, item, stop)
+                return None
+            except Exception as err:  # noqa: BLE001 - any failure (a bug, out of memory) ends this input only
+                return _as_error(err, current, "running the model")
+            finally:
+                batch.clear()
+
+        while True:
+            msg = _get(inp, stop)
+            if isinstance(msg, _Item):
+                if error is None:
+                    batch.append(msg)
+                    if len(batch) >= self.batch_size:
+                        error = flush()
+                continue
+            if isinstance(msg, _Start):
+                current = msg.input
+            elif isinstance(msg, _End):
+                error = error or flush()
+                msg.error = msg.error or error
+                error = None
+            _put(out, msg, stop)
+            if msg is _STOP:
+                return
 
     # -- render thread ---------------------------------------------------------------------------
     def _render(self, inp: queue.Queue, results: queue.Queue, summary: RunSummary, stop: threading.Event) -> None:
@@ -234,48 +247,49 @@ class Pipeline:
         sinks: list[Sink] = []
         current: _Start | None = None
         untrained = self.predictor.weights.untrained
-        while True:
-            msg = _get(inp, stop)
-            if msg is _STOP:
-                _put(results, _STOP, stop)
-                return
-            try:
-                if isinstance(msg, _Start):
-                    current = msg
-                    sinks = self._open_sinks(msg)
-                    self.progress.start_input(msg.input, msg.num_frames)
-                elif isinstance(msg, _Item):
-                    if not sinks:
-                        continue
-                    t0 = time.perf_counter()
-                    annotated = None
-                    if self.annotate:
-                        annotated = self.predictor.annotate(msg.frame.image, msg.result)
-                        if untrained:
-                            stamp(annotated, "UNTRAINED WEIGHTS (--random-weights)")
-                    t1 = time.perf_counter()
-                    for sink in sinks:
-                        sink.write(msg.frame, annotated, msg.result)
-                    times.add("render", t1 - t0)
-                    times.add("encode", time.perf_counter() - t1)
-                    times.frames += 1
-                    self.progress.advance()
-                    _put(results, (current.input, msg.frame, msg.result), stop)
-                elif isinstance(msg, _End):
-                    if msg.error is not None:
-                        raise msg.error
-                    for sink in sinks:
-                        summary.written.extend(sink.close())
+        try:
+            while True:
+                msg = _get(inp, stop)
+                if msg is _STOP:
+                    if sinks:  # stopped in the middle of an input: nothing half-written stays
+                        self._abort(sinks, summary, _cancelled(current.input), current)
+                    _put(results, _STOP, stop)
+                    return
+                try:
+                    if isinstance(msg, _Start):
+                        current, sinks = msg, []
+                        self._open_sinks(msg, sinks)
+                        self.progress.start_input(msg.input, msg.num_frames)
+                    elif isinstance(msg, _Item):
+                        if not sinks:
+                            continue
+                        t0 = time.perf_counter()
+                        annotated = None
+                        if self.annotate:
+                            annotated = self.predictor.annotate(msg.frame.image, msg.result)
+                            if untrained:
+                                stamp(annotated, "UNTRAINED WEIGHTS (--random-weights)")
+                        t1 = time.perf_counter()
+                        for sink in sinks:
+                            sink.write(msg.frame, annotated, msg.result)
+                        times.add("render", t1 - t0)
+                        times.add("encode", time.perf_counter() - t1)
+                        times.frames += 1
+                        self.progress.advance()
+                        _put(results, (current.input, msg.frame, msg.result), stop)
+                    elif isinstance(msg, _End):
+                        if msg.error is not None:
+                            raise msg.error
+                        for sink in sinks:
+                            summary.written.extend(sink.close())
+                        sinks = []
+                        self.progress.end_input(msg.input, ok=True)
+                except Exception as err:  # noqa: BLE001 - any failure ends this input only
+                    self._abort(sinks, summary, _as_error(err, current.input if current else None,
+                                                          "annotating or writing"), current)
                     sinks = []
-                    self.progress.end_input(msg.input, ok=True)
-            except MeshcliError as err:
-                self._abort(sinks, summary, err, current)
-                sinks = []
-            except Exception as err:  # a bug in a method or sink: report it, keep the batch going
-                self._abort(sinks, summary, MeshcliError(current.input.arg if current else None,
-                                                          f"internal error: {err!r}",
-                                                          "please report this with the command line"), current)
-                sinks = []
+        finally:
+            self.predictor.release_render_resources()  # e.g. this thread's OpenGL context
 
     def _abort(self, sinks: list[Sink], summary: RunSummary, err: MeshcliError, current: _Start | None) -> None:
         for sink in sinks:
@@ -284,8 +298,10 @@ class Pipeline:
         if current is not None:
             self.progress.end_input(current.input, ok=False)
 
-    def _open_sinks(self, start: _Start) -> list[Sink]:
+    def _open_sinks(self, start: _Start, sinks: list[Sink]) -> None:
+        """Append the input's sinks to ``sinks`` one by one, so a failure can abort those already made."""
         inp, video = start.input, start.video
+        self._check_not_overwriting(inp)
         fields = dict(self.predictor.metadata())
         fields["input"] = inp.arg
         if video is not None:
@@ -294,7 +310,7 @@ class Pipeline:
         else:
             fields["fps"] = 0.0  # still images
         empty = getattr(self.predictor, "empty_rows", dict)()
-        sinks: list[Sink] = [NpzSink(self.out_dir / f"{inp.name}.npz", fields, empty)]
+        sinks.append(NpzSink(self.out_dir / f"{inp.name}.npz", fields, empty))
         if self.annotate:
             if video is not None:
                 sinks.append(VideoSink(self.out_dir / f"{inp.name}.mp4", video.fps, inp.files[0],
@@ -303,16 +319,30 @@ class Pipeline:
                 sinks.append(ImageSink(self.out_dir, inp.name + inp.files[0].suffix))
             else:
                 sinks.append(ImageSink(self.out_dir / inp.name, None))
-        sinks.extend(factory(inp, self.out_dir, fields) for factory in self.extra_sinks)
-        return sinks
+        for factory in self.extra_sinks:
+            sinks.append(factory(inp, self.out_dir, fields))
+
+    def _check_not_overwriting(self, inp: Input) -> None:
+        out = self.out_dir.resolve()
+        if inp.kind == "images":
+            outputs = {out / inp.name / f.name for f in inp.files}
+        else:
+            outputs = {out / (inp.name + (".mp4" if inp.is_video else inp.files[0].suffix))}
+        outputs.add(out / f"{inp.name}.npz")
+        if outputs & {f.resolve() for f in inp.files}:
+            raise MeshcliError(inp.arg, f"its outputs in {self.out_dir} would overwrite the input",
+                               "choose another --out folder")
 
 
-def _try(step: Callable[[], None]) -> MeshcliError | None:
-    try:
-        step()
-    except MeshcliError as err:
+def _cancelled(inp: Input) -> MeshcliError:
+    return MeshcliError(inp.arg, "cancelled before the end; its outputs were not written", "run it again")
+
+
+def _as_error(err: Exception, inp: Input | None, stage: str) -> MeshcliError:
+    if isinstance(err, MeshcliError):
         return err
-    return None
+    return MeshcliError(inp.arg if inp else None, f"internal error while {stage}: {err!r}",
+                        "please report this with the command line")
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> None:

@@ -12,7 +12,7 @@ import pytest
 from meshcli.errors import MeshcliError
 from meshcli.io.sources import expand_inputs, natural_key
 from meshcli.methods.base import FrameResult, Predictor, WeightsInfo
-from meshcli.pipeline import Pipeline
+from meshcli.pipeline import Pipeline, RunSummary
 
 from conftest import video_facts, write_video
 
@@ -289,3 +289,57 @@ def test_rotation_metadata_is_applied(tmp_path):
     assert x >= 38 and y < 20  # the block is now at the top-right
     with av.open(str(out / "phone.mp4")) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (48, 64)
+
+
+class Exploding(BrightestPixel):
+    """Fails with a plain exception (a bug, out of memory) on inputs whose name says so."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage = stage
+
+    def preprocess(self, frame):
+        if self.stage == "preprocess" and frame.name.startswith("boom"):
+            raise ZeroDivisionError("in preprocess")
+        return super().preprocess(frame)
+
+    def infer(self, prepared):
+        if self.stage == "infer" and any(p.shape[0] == 47 for p in prepared):
+            raise RuntimeError("CUDA out of memory (pretend)")
+        return super().infer(prepared)
+
+
+@pytest.mark.parametrize("stage", ["preprocess", "infer"])
+def test_an_unexpected_error_ends_only_its_input(tmp_path, stage):
+    boom = image(tmp_path / "boom.png", 1, 1, size=(40, 47))
+    fine = image(tmp_path / "fine.png", 2, 2)
+    video = write_video(tmp_path / "after.mp4", frames=3)
+    out = tmp_path / "out"
+    summary = Pipeline(Exploding(stage), out).run([str(boom), str(fine), str(video)])
+    assert len(summary.failures) == 1
+    line = summary.failures[0].line()
+    assert "boom.png" in line and "internal error" in line and "\n" not in line
+    assert sorted(p.name for p in out.iterdir()) == ["after.mp4", "after.npz", "fine.npz", "fine.png"]
+
+
+def test_stopping_early_leaves_no_output_of_the_unfinished_input(tmp_path):
+    src = write_video(tmp_path / "long.mp4", frames=30)
+    summary = RunSummary()
+    for _ in Pipeline(BrightestPixel(), tmp_path / "out", batch_size=1, queue_size=1).stream([str(src)], summary):
+        break
+    assert list((tmp_path / "out").iterdir()) == []
+    assert "cancelled" in summary.failures[0].line()
+
+
+def test_outputs_never_overwrite_the_inputs(tmp_path):
+    src = image(tmp_path / "photo.png", 1, 1)
+    summary = Pipeline(BrightestPixel(), tmp_path).run([str(src)])
+    assert "would overwrite the input" in summary.failures[0].line()
+    assert cv2.imread(str(src))[1, 1].tolist() == [255, 255, 255]
+
+
+def test_an_unwritable_output_folder_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(MeshcliError, match="cannot create the output folder"):
+        Pipeline(BrightestPixel(), blocker / "out").run([str(image(tmp_path / "a.png", 1, 1))])

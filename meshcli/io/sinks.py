@@ -1,8 +1,9 @@
 """Where results go: annotated videos and images, and NPZ parameter dumps.
 
-Every sink writes to a temporary name in the output folder and renames it
-into place on ``close()``; ``abort()`` removes the temporary file, so a
-failed input leaves nothing half-written.
+Every file is written under a temporary name and renamed into place when it is
+complete. Per-input files (video, NPZ, JSON) are renamed on ``close()``; per-frame
+files (annotated images, meshes) as each frame ends, and ``abort()`` removes them
+again, so a failed input leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -205,7 +206,7 @@ class VideoSink(Sink):
         self.time_base = time_base or 1 / self.fps
         self.source = source
         self.crf = crf
-        self.tmp = temp_path_for(final)
+        self.tmp: Path | None = None  # made with the first frame
         self.container = None
         self.stream = None
         self.count = 0
@@ -215,6 +216,7 @@ class VideoSink(Sink):
     def _open(self, width: int, height: int) -> None:
         import av
 
+        self.tmp = temp_path_for(self.final)
         self.container = av.open(str(self.tmp), mode="w", format="mp4")
         self.stream = self.container.add_stream("libx264", rate=self.fps)
         self.stream.width, self.stream.height = width, height
@@ -251,8 +253,7 @@ class VideoSink(Sink):
         return self.last_pts
 
     def close(self):
-        if self.container is None:
-            self.tmp.unlink(missing_ok=True)
+        if self.container is None:  # no frame was annotated
             return []
         try:
             for packet in self.stream.encode():
@@ -284,10 +285,14 @@ class VideoSink(Sink):
                         if packet.dts is not None:
                             packet.stream = vout
                             out.mux(packet)
+                    # the video was rebased to start at 0: move the audio by the same amount
+                    shift = round((self.first_time or 0.0) / ain.time_base)
                     for packet in src.demux(ain):
-                        if packet.dts is not None:
-                            packet.stream = aout
-                            out.mux(packet)
+                        if packet.dts is None or packet.pts is None or packet.pts < shift:
+                            continue
+                        packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
+                        packet.stream = aout
+                        out.mux(packet)
                 os.replace(muxed, self.tmp)
             except BaseException:
                 muxed.unlink(missing_ok=True)
@@ -300,7 +305,8 @@ class VideoSink(Sink):
             except Exception:  # the file is being thrown away anyway
                 pass
             self.container = None
-        self.tmp.unlink(missing_ok=True)
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
 
 
 class JsonSink(Sink):

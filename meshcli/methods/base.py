@@ -114,6 +114,10 @@ class Predictor:
         """Return a copy of ``image`` (HxWx3 uint8 RGB) with the result drawn on it."""
         raise NotImplementedError
 
+    def release_render_resources(self) -> None:
+        """Free what ``annotate`` holds for the calling thread (an OpenGL context, say); called by the
+        pipeline's render thread when a run ends. ``annotate`` must work again afterwards."""
+
     def empty_rows(self) -> dict[str, np.ndarray]:
         """Zero-row arrays of every NPZ row key, so an input with nobody in it still has all keys."""
         return {}

@@ -191,6 +191,9 @@ class BodyPredictor(Predictor):
             rows["vertices"] = (6890, 3)
         return {k: np.zeros((0, *s), np.float64 if k in IMAGE_SPACE else np.float32) for k, s in rows.items()}
 
+    def release_render_resources(self) -> None:
+        self.renderer.close()
+
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
         meta.update({"detector": self.source.name, "smpl": self.smpl_name, "renderer": self.renderer.backend,
