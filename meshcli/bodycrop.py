@@ -60,12 +60,14 @@ class Person:
 
 
 def keypoint_person(keypoints: np.ndarray, threshold: float = OPENPOSE_THRESHOLD) -> Person | None:
-    """A person from keypoints: the box of those above ``threshold``; None if there are none."""
+    """A person from keypoints: the box of those above ``threshold``; None if they span no extent."""
     kps = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)
     ok = kps[:, 2] > threshold
     if not ok.any():
         return None
     xy = kps[ok, :2]
+    if not (xy.max(0) > xy.min(0)).any():  # one point (or all at one place): no size to crop by
+        return None
     return Person(np.concatenate([xy.min(0), xy.max(0)]), "keypoints", kps, float(kps[ok, 2].mean()))
 
 
@@ -196,7 +198,7 @@ class BoxesJson(PersonSource):
     def people(self, frame: Frame) -> list[Person]:
         if self.every is not None:
             return list(self.every)
-        for key in (frame.name, str(frame.index)):
+        for key in (frame.name, str(frame.source_position)):
             if key in self.frames:
                 return list(self.frames[key])
         return []
@@ -219,7 +221,7 @@ class DekrPeople(PersonSource):
         rows = self.predictor([frame])[0].rows
         out = []
         for kps, score, box in zip(rows["keypoints"], rows["scores"], rows["bbox"]):
-            if float(score) >= self.min_score:
+            if float(score) >= self.min_score and (box[2:] > box[:2]).any():
                 kps = np.asarray(kps, np.float64).copy()
                 kps[:, 2] = 1.0
                 out.append(Person(np.asarray(box, np.float64), "keypoints", kps, float(score)))

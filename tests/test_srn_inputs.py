@@ -312,3 +312,22 @@ def test_cli_bad_options_are_one_line_errors(tmp_path):
         run = CliRunner().invoke(app, ["hand", str(tmp_path / "d.png"), "--random-weights", "--out",
                                        str(tmp_path / "o"), *args])
         assert run.exit_code == 2 and message in run.output, (args, run.output)
+
+
+def test_centre_rows_follow_the_files_when_one_is_unreadable(model, tmp_path):
+    """A corrupt file in a folder is skipped, and later frames still take their own centre row."""
+    from meshcli.pipeline import Pipeline
+
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(folder / f"{k}.png"), scene().astype(np.uint16))
+    (folder / "1.png").write_bytes(b"\x89PNG broken")
+    rows = np.array([[-40.0, -25.0, 640.0], [-35.0, -20.0, 650.0], [-30.0, -15.0, 660.0]])
+    np.savetxt(tmp_path / "xyz.txt", rows)
+    summary = Pipeline(predictor(model, centres=tmp_path / "xyz.txt"), tmp_path / "out", annotate=False).run(
+        [str(folder)])
+    assert ["1.png" in f.line() for f in summary.failures] == [True]
+    npz = np.load(tmp_path / "out" / "seq.npz")
+    assert list(npz["files"]) == ["0.png", "2.png"]
+    np.testing.assert_allclose(npz["centre_xyz"], rows[[0, 2]], atol=1e-3)

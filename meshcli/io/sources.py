@@ -195,7 +195,7 @@ def iter_frames(inp: Input, reader: ImageReader, video_rotation: int = 0,
         yield from iter_video(inp.files[0], video_rotation)
         return
     index = 0
-    for path in inp.files:
+    for position, path in enumerate(inp.files):
         try:
             image = reader(path)
         except MeshcliError as err:
@@ -203,5 +203,5 @@ def iter_frames(inp: Input, reader: ImageReader, video_rotation: int = 0,
                 raise
             on_bad_file(err)
             continue
-        yield Frame(image, index, path.name)
+        yield Frame(image, index, path.name, position=position)
         index += 1

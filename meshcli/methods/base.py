@@ -30,13 +30,20 @@ class Frame:
     """One image of an input, as decoded.
 
     ``image`` is HxWx3 uint8 RGB for colour inputs, or HxW float32 depth in
-    millimetres for depth inputs. ``index`` counts frames within the input.
+    millimetres for depth inputs. ``index`` counts the frames delivered for the input
+    (the NPZ's ``frame_index``); a bad file in a folder is skipped and not counted.
     """
 
     image: np.ndarray
     index: int
     name: str  # file name of this frame (images) or "<video>#<index>"
     time: float | None = None  # seconds from the start, videos only
+    position: int | None = None  # place in the input's own list of files; differs from index after a bad file
+
+    @property
+    def source_position(self) -> int:
+        """Where per-frame side inputs (centres files, boxes by index) look this frame up."""
+        return self.index if self.position is None else self.position
 
 
 @dataclass

@@ -601,10 +601,11 @@ class SrnPredictor(Predictor):
         return item
 
     def _centre_row(self, frame: Frame) -> np.ndarray:
-        if frame.index >= len(self.centres):
-            raise MeshcliError(self.centres_path, f"has {len(self.centres)} centre row(s) but the input has a frame "
-                               f"{frame.index} ({frame.name})", "give one centre row per frame of the input")
-        return self.centres[frame.index]
+        if frame.source_position >= len(self.centres):
+            raise MeshcliError(self.centres_path, f"has {len(self.centres)} centre row(s) but the input has a "
+                               f"frame {frame.source_position} ({frame.name})",
+                               "give one centre row per frame of the input")
+        return self.centres[frame.source_position]
 
     @torch.no_grad()
     def infer(self, prepared: list[HandCrop]) -> list[np.ndarray | None]:
