@@ -10,6 +10,7 @@ from rich.console import Console
 
 from ..errors import MeshcliError
 from ..methods import method_module, methods_for
+from ..methods.base import choose_variant
 from ..pipeline import Pipeline, Progress, RunSummary, SinkFactory
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -33,10 +34,7 @@ def choose_method(task: str, method: str, variant: str | None):
     if method not in methods_for(task):
         raise MeshcliError(None, f"--method {method} is not a {task} method", f"use {', '.join(methods_for(task))}")
     module = method_module(method)
-    variant = variant or next(iter(module.VARIANTS))
-    if variant not in module.VARIANTS:
-        raise MeshcliError(None, f"unknown --variant {variant} for {method}", f"use one of {', '.join(module.VARIANTS)}")
-    return module, variant
+    return module, choose_variant(module.VARIANTS, variant, method)
 
 
 def fail(err: MeshcliError, code: int = 2) -> "typer.Exit":

@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..errors import MeshcliError
+
 
 @dataclass
 class Frame:
@@ -87,6 +89,14 @@ class WeightsInfo:
             prefix: "untrained (random weights)" if self.untrained else Path(self.path).name,
             f"{prefix}_sha256": self.sha256 or "",
         }
+
+
+def choose_variant(variants: dict[str, dict], variant: str | None, method: str) -> str:
+    """``variant``, or the method's default (its first) when None; an unknown name is a one-line error."""
+    name = variant or next(iter(variants))
+    if name not in variants:
+        raise MeshcliError(None, f"unknown --variant {name} for {method}", f"use one of {', '.join(variants)}")
+    return name
 
 
 def file_sha256(path: str | Path) -> str:

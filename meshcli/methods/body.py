@@ -40,7 +40,7 @@ from ..device import resolve_device
 from ..errors import MeshcliError
 from ..render import MeshRenderer, weak_perspective_to_translation
 from ..smpl import SMPLModel, require_smpl
-from .base import Frame, FrameResult, Predictor, WeightsInfo
+from .base import Frame, FrameResult, Predictor, WeightsInfo, choose_variant
 
 CROP_CHUNK = 64  # crops per network call: bounds device memory whatever the frame batch holds
 # rows in original-image terms are float64 (pixels of large images); model outputs stay float32
@@ -97,10 +97,7 @@ class BodyPredictor(Predictor):
     def __init__(self, weights: str | Path | None, variant: str | None = None,
                  device: str | torch.device = "cpu", *, smpl: str | Path | SMPLModel | None = None,
                  people: PersonSource | None = None, save_vertices: bool = False, renderer: str = "auto"):
-        self.variant = variant or next(iter(self.variants()))
-        if self.variant not in self.variants():
-            raise MeshcliError(None, f"unknown --variant {self.variant} for {self.method}",
-                               f"use one of {', '.join(self.variants())}")
+        self.variant = choose_variant(self.variants(), variant, self.method)
         self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
         self.weights = WeightsInfo.of(self._weights_file(weights))
         if not isinstance(smpl, SMPLModel):

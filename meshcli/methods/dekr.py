@@ -38,11 +38,11 @@ from torch import nn
 
 from ..checkpoints import load_state_dict_strict, torch_load
 from ..device import resolve_device
-from ..draw import colour, draw_box, draw_skeleton, stamp
+from ..draw import colour, draw_box, draw_skeleton
 from ..errors import MeshcliError
 from ..models.hrnet import HRNet, BasicBlock, concat_branches, conv_bn
 from ..ops import DeformConv2d
-from .base import Frame, FrameResult, Predictor, WeightsInfo
+from .base import Frame, FrameResult, Predictor, WeightsInfo, choose_variant
 
 _COCO = {
     "joint_names": ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
@@ -97,11 +97,6 @@ MAX_PEOPLE = 30
 DRAW_THRESHOLD = 0.3  # person score below which annotate() leaves a person out (official demo's --visthre)
 
 
-def _variant(variant: str | None) -> str:
-    name = variant or next(iter(VARIANTS))
-    if name not in VARIANTS:
-        raise MeshcliError(None, f"unknown DEKR variant {name!r}", f"choose one of {', '.join(VARIANTS)}")
-    return name
 
 
 # ----------------------------------------------------------------------------- networks
@@ -182,13 +177,13 @@ class RescoreNet(nn.Module):
 
 
 def build_network(variant: str) -> DekrNet:
-    cfg = VARIANTS[_variant(variant)]
+    cfg = VARIANTS[choose_variant(VARIANTS, variant, "dekr")]
     return DekrNet(cfg["width"], len(cfg["joint_names"]))
 
 
 def build_rescore_net(variant: str) -> RescoreNet:
     """The rescoring net of a pose variant, or of a store entry ``rescore-coco`` / ``rescore-crowdpose``."""
-    cfg = RESCORE_VARIANTS.get(variant) or VARIANTS[_variant(variant)]
+    cfg = RESCORE_VARIANTS.get(variant) or VARIANTS[choose_variant(VARIANTS, variant, "dekr")]
     return RescoreNet(3 * len(cfg["links"]) + len(cfg["joint_names"]))
 
 
@@ -221,7 +216,8 @@ def validate_checkpoint(path: Path, variant: str) -> None:
         if variant in RESCORE_VARIANTS:
             load_state_dict_strict(build_rescore_net(variant), state, path, what=f"DEKR {variant} net")
         else:
-            load_state_dict_strict(build_network(variant), state, path, what=f"DEKR {_variant(variant)} network")
+            variant = choose_variant(VARIANTS, variant, "dekr")
+            load_state_dict_strict(build_network(variant), state, path, what=f"DEKR {variant} network")
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -414,7 +410,7 @@ class DekrPredictor(Predictor):
                  nms_threshold: float | None = None, rescore: bool = True,
                  rescore_weights: str | Path | None = None, center_threshold: float = CENTER_THRESHOLD,
                  max_people: int = MAX_PEOPLE, draw_threshold: float = DRAW_THRESHOLD):
-        self.variant = _variant(variant)
+        self.variant = choose_variant(VARIANTS, variant, "dekr")
         self.cfg = VARIANTS[self.variant]
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.scales = sorted((float(s) for s in scales), reverse=True)
@@ -576,8 +572,6 @@ class DekrPredictor(Predictor):
             rgb = colour(k)
             draw_skeleton(out, rows["keypoints"][k, :, :2], self.skeleton, rgb)
             draw_box(out, rows["bbox"][k], rgb, label=f"{score:.2f}")
-        if self.weights.untrained:
-            stamp(out, "UNTRAINED WEIGHTS")
         return out
 
     def metadata(self) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from ..checkpoints import load_state_dict_strict, torch_load
 from ..errors import MeshcliError
 from ..models.resnet import ResNet
 from ..smpl import SMPL_JOINT_NAMES, SMPLModel, rot6d_to_rotmat, rotmat_to_axis_angle
-from .base import Frame
+from .base import Frame, choose_variant
 from .body import BodyFrame, BodyPredictor, BodyResult, PersonCrop
 
 # I2L adds five face points to SMPL's 24 joints, each one vertex of the mesh.
@@ -309,8 +309,7 @@ def build_network(variant: str = DEFAULT_VARIANT) -> I2LMeshNet:
 
 def validate_checkpoint(path: Path, variant: str) -> None:
     """Check every tensor name and shape of a snapshot against the architecture (no values copied)."""
-    if variant not in VARIANTS:
-        raise MeshcliError(None, f"unknown i2l variant {variant!r}", f"use one of {', '.join(VARIANTS)}")
+    variant = choose_variant(VARIANTS, variant, "i2l")
     network, prefix = network_state(read_snapshot(path), path)
     with torch.device("meta"):  # shapes only: copying into meta tensors is a no-op
         net = build_network(variant)

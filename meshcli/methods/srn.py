@@ -39,7 +39,7 @@ from ..checkpoints import load_state_dict_strict, torch_load
 from ..device import resolve_device
 from ..draw import draw_skeleton
 from ..errors import MeshcliError
-from .base import Frame, FrameResult, Predictor, WeightsInfo
+from .base import Frame, FrameResult, Predictor, WeightsInfo, choose_variant
 
 # The model's joint order (HANDS2017 / BigHand2.2M). T/I/M/R/P = thumb..pinky.
 HANDS17_JOINTS = (
@@ -186,14 +186,9 @@ def load_checkpoint(model: SRN, path: str | Path) -> None:
 
 
 def validate_checkpoint(path: Path, variant: str) -> None:
-    load_checkpoint(build_model(_variant(variant)), path)
+    load_checkpoint(build_model(choose_variant(VARIANTS, variant, "srn")), path)
 
 
-def _variant(variant: str | None) -> str:
-    name = variant or next(iter(VARIANTS))
-    if name not in VARIANTS:
-        raise MeshcliError(None, f"unknown SRN variant {name!r}", f"choose one of {', '.join(VARIANTS)}")
-    return name
 
 
 # ----------------------------------------------------------------------------
@@ -501,7 +496,7 @@ class SrnPredictor(Predictor):
                  depth_scale: float = 1.0, centre=None, centres: str | Path | None = None,
                  centres_format: str = "xyz", cube: float | None = None, mirror: bool = True,
                  order: str = "hands17"):
-        self.variant = _variant(variant)
+        self.variant = choose_variant(VARIANTS, variant, "srn")
         self.config = VARIANTS[self.variant]
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.intrinsics = parse_intrinsics(self.config["intrinsics"] if intrinsics is None else intrinsics)
