@@ -1,7 +1,7 @@
 """The weights store: where checkpoints live, what is known, fetching and importing.
 
 The store is ``weights/`` at the repository root (``MESHCLI_WEIGHTS`` overrides
-it). ``weights/manifest.json`` lists every known checkpoint: method, variant,
+it; a wheel install without the repository uses ``~/.cache/meshcli/weights``). ``weights/manifest.json`` lists every known checkpoint: method, variant,
 file name, official source, licence and format. Weight files themselves are
 never committed. Importing checks a file against the method's architecture
 before it is stored, so a stored file is known to load.
@@ -23,11 +23,16 @@ from .errors import MeshcliError
 from .methods import method_module
 from .methods.base import file_sha256
 
-REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"  # in a clone (editable install)
+MANIFEST = Path(__file__).with_name("manifest.json")  # a link to weights/manifest.json, copied into wheels
 
 
 def store_dir() -> Path:
-    return Path(os.environ.get("MESHCLI_WEIGHTS") or REPO_WEIGHTS)
+    if os.environ.get("MESHCLI_WEIGHTS"):
+        return Path(os.environ["MESHCLI_WEIGHTS"])
+    if (REPO_WEIGHTS / "manifest.json").is_file():
+        return REPO_WEIGHTS
+    return Path.home() / ".cache" / "meshcli" / "weights"  # installed from a wheel: no repository around
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ class Entry:
 
 
 def manifest() -> dict[str, Entry]:
-    data = json.loads((REPO_WEIGHTS / "manifest.json").read_text())
+    data = json.loads(MANIFEST.read_text())
     return {e["name"]: Entry(**{**e, "members": tuple(e.get("members", ())),
                                 "also": tuple(e.get("also", {}).items())}) for e in data["checkpoints"]}
 
@@ -88,8 +93,9 @@ def resolve(method: str, variant: str, weights: str | Path | None, random_weight
     if weights is not None:
         path = Path(weights)
         # A TensorFlow checkpoint is named by its prefix: model.ckpt-N(.index, .data-*)
-        if not path.exists() and not Path(f"{path}.index").exists():
-            raise MeshcliError(path, "weights file not found", "check the --weights path")
+        if not path.is_file() and not Path(f"{path}.index").is_file():
+            cause = "is a folder, not a weights file" if path.is_dir() else "weights file not found"
+            raise MeshcliError(path, cause, "give the checkpoint file itself with --weights")
         return path
     e = entry_for(method, variant)
     if not e.present():
@@ -102,8 +108,9 @@ def import_file(name: str, src: str | Path) -> Path:
     """Check ``src`` against the architecture for ``name`` and store it (converted where needed)."""
     e = entry(name)
     src = Path(src)
-    if not src.exists() and not Path(f"{src}.index").exists():
-        raise MeshcliError(src, "file not found", "check the path")
+    if not src.is_file() and not Path(f"{src}.index").is_file():
+        raise MeshcliError(src, "is a folder, not a weights file" if src.is_dir() else "file not found",
+                           "give the downloaded checkpoint file itself")
     module = method_module(e.method) if e.method != "smpl" else _smpl_module()
     dst = e.path
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +162,7 @@ def fetch(name: str, progress: bool = True) -> Path:
 
 
 def _download(url: str, out: Path, progress: bool) -> None:
+    bar = None
     try:
         with urllib.request.urlopen(url, timeout=30) as response, open(out, "wb") as f:
             total = int(response.headers.get("Content-Length") or 0)
@@ -165,13 +173,14 @@ def _download(url: str, out: Path, progress: bool) -> None:
                 done += len(chunk)
                 if bar:
                     bar[0].update(bar[1], completed=done)
-            if bar:
-                bar[0].stop()
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         reason = getattr(err, "reason", err)
         raise MeshcliError(url, f"download failed ({reason})",
                            "no internet? download the file elsewhere and run `meshcli weights import NAME FILE`, "
                            "which works offline") from None
+    finally:
+        if bar:
+            bar[0].stop()
     if total and done != total:
         raise MeshcliError(url, f"download incomplete: {done} of {total} bytes", "run the fetch again")
 

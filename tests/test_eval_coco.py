@@ -49,3 +49,11 @@ def test_cli_names_a_bad_results_file(tmp_path):
     bad.write_text("{not json")
     run = CliRunner().invoke(app, ["eval", "coco", str(bad), str(ANNOTATIONS)])
     assert run.exit_code != 0 and "bad.json" in run.output and "not valid JSON" in run.output
+
+
+def test_swapped_arguments_are_one_line_errors(tmp_path):
+    res = tmp_path / "r.coco.json"
+    res.write_text(json.dumps(results_from_ground_truth()))
+    for args, named in (([ANNOTATIONS, res], ANNOTATIONS.name), ([res, res], res.name)):
+        run = CliRunner().invoke(app, ["eval", "coco", *map(str, args)])
+        assert run.exit_code != 0 and named in run.output and "Traceback" not in run.output

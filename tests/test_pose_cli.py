@@ -183,3 +183,12 @@ def test_real_video_end_to_end(tmp_path):
     assert set(npz["frame_index"]) <= set(range(8)) and (np.diff(npz["frame_index"]) >= 0).all()
     records = json.loads((out / "people.coco.json").read_text())
     assert len(records) == len(npz["keypoints"]) and {r["image_id"] for r in records} <= set(range(8))
+
+
+def test_missing_rescoring_net_names_the_file_and_the_way_out(parity_checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setenv("MESHCLI_WEIGHTS", str(tmp_path / "store"))
+    run = meshcli("pose", REPO / "examples" / "coco_000000000785.jpg", "--weights",
+                  parity_checkpoints("dekr-w32-coco"), "--out", tmp_path / "out")
+    assert run.exit_code != 0
+    assert "final_rescore_coco_kpt.pth" in run.output and "--no-rescore" in run.output
+    assert not (tmp_path / "out").exists()

@@ -39,6 +39,8 @@ def test_store_location_follows_the_environment(tmp_path, monkeypatch):
 def test_explicit_weights_path_must_exist(tmp_path):
     with pytest.raises(MeshcliError, match="not found"):
         store.resolve("dekr", "w32-coco", tmp_path / "nope.pth", False)
+    with pytest.raises(MeshcliError, match="is a folder"):
+        store.resolve("dekr", "w32-coco", tmp_path, False)
     prefix = tmp_path / "model.ckpt-1"
     (tmp_path / "model.ckpt-1.index").write_bytes(b"x")  # TF checkpoints are named by prefix
     assert store.resolve("hmr", "resnet50-ief", prefix, False) == prefix

@@ -14,7 +14,16 @@ from .. import weights as store
 from ..device import resolve_device
 from ..methods import METHODS, method_module
 from ..pipeline import Pipeline, Progress
-from .common import Annotate, BatchSize, Device, RandomWeights, Variant, Weights, guarded
+from .common import (
+    Annotate,
+    BatchSize,
+    Device,
+    RandomWeights,
+    Variant,
+    Weights,
+    guarded,
+)
+from .pose import rescore_options
 
 
 def benchmark(inputs: list[str], method: str, variant: str | None = None, weights: Path | None = None,
@@ -25,7 +34,10 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
     variant = variant or next(iter(module.VARIANTS))
     path = store.resolve(method, variant, weights, random_weights)
     dev = resolve_device(device)
-    predictor = module.Predictor(path, variant=variant, device=dev, **(options or {}))
+    options = dict(options or {})
+    if method == "dekr":  # DEKR rescores with the store's net when it is there
+        options = {**rescore_options(variant, True, None, random_weights, required=False), **options}
+    predictor = module.Predictor(path, variant=variant, device=dev, **options)
     with tempfile.TemporaryDirectory(prefix="meshcli-bench-") as out:
         summary = Pipeline(predictor, out, batch_size=batch_size, annotate=annotate,
                            progress=Progress(enabled=progress)).run(inputs)
@@ -33,6 +45,7 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
     return {
         "method": method, "variant": variant, "device": str(dev), "batch_size": batch_size, "annotate": annotate,
         "untrained": path is None, "inputs": inputs, "frames": frames,
+        "settings": {k: v for k, v in predictor.metadata().items() if isinstance(v, (bool, int, float, str))},
         "failures": [f.line() for f in summary.failures],
         "stages": {stage: {"seconds": round(sec, 4), "ms_per_frame": round(1000 * sec / max(frames, 1), 2),
                            "fps": round(frames / sec, 2) if sec > 0 else None}
@@ -63,12 +76,16 @@ def register(app: typer.Typer) -> None:
         """Per-stage throughput (decode, preprocess, model, postprocess, render, encode) and peak memory.
 
         Stages run in overlapping threads, so end-to-end frames/s is set by the slowest stage, not their sum.
+        Body methods crop the whole frame as one person here (no detector), so their numbers are the
+        method's own; DEKR rescores when its rescoring net is in the weights store.
         """
         options = {"smpl": smpl} if smpl is not None else {}
         result = benchmark(inputs, method, variant, weights, random_weights, batch_size, device, options,
                            annotate, progress=not as_json)
         if as_json:
             typer.echo(json.dumps(result, indent=1))
+            if result["failures"]:
+                raise typer.Exit(1)
             return
         table = Table(title=f"meshcli bench: {method} {result['variant']} on {result['device']}, "
                             f"batch {batch_size}, {result['frames']} frames"

@@ -11,11 +11,24 @@ from .. import weights as store
 from ..bodycrop import BoxesJson, DekrPeople, OpenPoseJson, PersonSource, WholeFrame
 from ..device import resolve_device
 from ..errors import MeshcliError
-from ..io.sinks import Sink
+from ..io.sinks import FilesSink
 from ..methods import method_module, methods_for
 from ..smpl import write_obj
-from .common import (Annotate, BatchSize, Device, Inputs, Out, Quiet, RandomWeights, Variant, Weights,
-                     choose_method, err_console, guarded, run_and_report)
+from .common import (
+    Annotate,
+    BatchSize,
+    Device,
+    Inputs,
+    Out,
+    Quiet,
+    RandomWeights,
+    Variant,
+    Weights,
+    choose_method,
+    err_console,
+    guarded,
+    run_and_report,
+)
 
 DETECTORS = ("dekr", "full")
 DEKR_VARIANT = "w32-coco"
@@ -54,13 +67,12 @@ def person_source(detector: str | None, openpose: Path | None, boxes: Path | Non
     return DekrPeople(predictor)
 
 
-class MeshSink(Sink):
+class MeshSink(FilesSink):
     """``--save-mesh``: DIR/<input>_meshes/<frame>_<person>.obj, the mesh at its ``cam_t``."""
 
     def __init__(self, out_dir: Path, faces):
-        self.out_dir = out_dir
+        super().__init__(out_dir)
         self.faces = faces
-        self.written: list[Path] = []
 
     def write(self, frame, annotated, result):
         stem = f"{frame.index:06d}" if "#" in frame.name else Path(frame.name).stem
@@ -70,13 +82,6 @@ class MeshSink(Sink):
             offset = result.rows["cam_t"][k] if "cam_t" in result.rows else 0.0
             write_obj(path, result.vertices[k] + offset, self.faces)
             self.written.append(path)
-
-    def close(self):
-        return self.written
-
-    def abort(self):
-        for path in self.written:
-            path.unlink(missing_ok=True)
 
 
 def register(app: typer.Typer) -> None:

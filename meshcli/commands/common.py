@@ -1,7 +1,6 @@
 """Options and the run/report step shared by every task command."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -70,7 +69,3 @@ def guarded(fn):
         except MeshcliError as err:
             raise fail(err) from None
     return wrapper
-
-
-def is_terminal() -> bool:
-    return sys.stderr.isatty()

@@ -10,8 +10,19 @@ from rich.table import Table
 
 from .. import weights as store
 from ..device import resolve_device
-from .common import (Annotate, BatchSize, Device, Out, Quiet, RandomWeights, Variant, Weights, choose_method,
-                     guarded, run_and_report)
+from .common import (
+    Annotate,
+    BatchSize,
+    Device,
+    Out,
+    Quiet,
+    RandomWeights,
+    Variant,
+    Weights,
+    choose_method,
+    guarded,
+    run_and_report,
+)
 from .evaluate import eval_app
 
 DepthInputs = Annotated[list[str], typer.Argument(

@@ -11,8 +11,20 @@ from .. import weights as store
 from ..device import resolve_device
 from ..errors import MeshcliError
 from ..io.sinks import JsonSink
-from .common import (Annotate, BatchSize, Device, Inputs, Out, Quiet, RandomWeights, Variant, Weights,
-                     choose_method, guarded, run_and_report)
+from .common import (
+    Annotate,
+    BatchSize,
+    Device,
+    Inputs,
+    Out,
+    Quiet,
+    RandomWeights,
+    Variant,
+    Weights,
+    choose_method,
+    guarded,
+    run_and_report,
+)
 
 COCO_ID = re.compile(r"^0*(\d+)$")
 
@@ -27,6 +39,24 @@ def coco_sink(module):
             return module.coco_results(result, image_id)
         return JsonSink(out_dir / f"{inp.name}.coco.json", records)
     return factory
+
+
+def rescore_options(variant: str, rescore: bool, rescore_weights: Path | None, random_weights: bool,
+                    required: bool = True) -> dict:
+    """DEKR's rescoring net: the given file, else the store's for the variant's dataset.
+
+    Untrained runs rescore with an untrained net. When ``required`` is False (benchmarks) a
+    missing store file turns rescoring off instead of failing.
+    """
+    if not rescore or random_weights:
+        return {"rescore": rescore, "rescore_weights": None}
+    entry = store.entry_for("dekr", f"rescore-{variant.split('-', 1)[1]}")
+    if rescore_weights is None and not entry.present():
+        if not required:
+            return {"rescore": False, "rescore_weights": None}
+        raise MeshcliError(entry.path, "DEKR's rescoring net is not in the weights store",
+                           f"{entry.how_to_get()}; or pass --rescore-weights PATH, or --no-rescore")
+    return {"rescore": True, "rescore_weights": store.resolve("dekr", entry.variant, rescore_weights, False)}
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
@@ -69,11 +99,7 @@ def register(app: typer.Typer) -> None:
         """Multi-person 2D keypoints: annotated image/video, NPZ and COCO results JSON per input."""
         module, variant = choose_method("pose", method, variant)
         path = store.resolve(method, variant, weights, random_weights)
-        rescore_path = None
-        if rescore and not random_weights:
-            dataset = variant.split("-", 1)[1]
-            rescore_path = store.resolve(method, f"rescore-{dataset}", rescore_weights, False)
         predictor = module.Predictor(path, variant=variant, device=resolve_device(device),
                                      scales=parse_scales(scales), flip=flip, nms_threshold=nms_threshold,
-                                     rescore=rescore, rescore_weights=rescore_path)
+                                     **rescore_options(variant, rescore, rescore_weights, random_weights))
         run_and_report(predictor, inputs, out, batch_size, annotate, quiet, [coco_sink(module)])

@@ -24,12 +24,16 @@ def evaluate_keypoints(results: str | Path, annotations: str | Path) -> dict[str
         records = json.loads(results.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise MeshcliError(results, f"not valid JSON ({err})", "give the .coco.json that `meshcli pose` wrote") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "image_id" in r for r in records):
+        raise MeshcliError(results, "not a COCO results list ([{image_id, keypoints, score}, ...])",
+                           "give the .coco.json that `meshcli pose` wrote first, the annotations second")
     with contextlib.redirect_stdout(io.StringIO()):
         try:
             gt = COCO(str(annotations))
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as err:
-            raise MeshcliError(annotations, f"not a COCO annotation file ({err!r})",
-                               "give person_keypoints_*.json") from None
+            gt.getImgIds()
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError, AssertionError, TypeError) as err:
+            raise MeshcliError(annotations, f"not a COCO annotation file ({type(err).__name__})",
+                               "give person_keypoints_*.json (results first, annotations second)") from None
         known = set(gt.getImgIds())
         records = [r for r in records if r["image_id"] in known]
         if not records:

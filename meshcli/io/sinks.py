@@ -162,13 +162,27 @@ class NpzSink(Sink):
             spool.file.close()
 
 
-class ImageSink(Sink):
+class FilesSink(Sink):
+    """A sink that writes files per frame (each atomically) and removes them all on ``abort()``."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.written: list[Path] = []
+
+    def close(self):
+        return self.written
+
+    def abort(self):
+        for path in self.written:
+            path.unlink(missing_ok=True)
+
+
+class ImageSink(FilesSink):
     """Annotated images: DIR/<stem><ext> for one image, DIR/<folder>/<file> for a set."""
 
     def __init__(self, out_dir: Path, single_name: str | None):
-        self.out_dir = out_dir
+        super().__init__(out_dir)
         self.single_name = single_name
-        self.written: list[Path] = []
 
     def write(self, frame, annotated, result):
         if annotated is None:
@@ -182,13 +196,6 @@ class ImageSink(Sink):
             raise MeshcliError(target, "could not encode the annotated image", "use a .png or .jpg input name")
         write_atomic(target, data.tobytes())
         self.written.append(target)
-
-    def close(self):
-        return self.written
-
-    def abort(self):
-        for path in self.written:
-            path.unlink(missing_ok=True)
 
 
 class VideoSink(Sink):
