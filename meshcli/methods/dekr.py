@@ -40,7 +40,8 @@ from ..checkpoints import load_state_dict_strict, torch_load
 from ..device import resolve_device
 from ..draw import colour, draw_box, draw_skeleton
 from ..errors import MeshcliError
-from ..models.hrnet import HRNet, BasicBlock, concat_branches, conv_bn
+from ..models.hrnet import HRNet, concat_branches, conv_bn
+from ..models.resnet import BasicBlock
 from ..ops import DeformConv2d
 from .base import Frame, FrameResult, Predictor, WeightsInfo, choose_variant
 

@@ -39,6 +39,7 @@ from ..checkpoints import load_state_dict_strict, torch_load
 from ..device import resolve_device
 from ..draw import draw_skeleton
 from ..errors import MeshcliError
+from ..models.resnet import BasicBlock
 from .base import Frame, FrameResult, Predictor, WeightsInfo, choose_variant
 
 # The model's joint order (HANDS2017 / BigHand2.2M). T/I/M/R/P = thumb..pinky.
@@ -91,29 +92,12 @@ MAX_WINDOW_FACTOR = 16  # a window this many times the frame's size means the de
 # Network
 
 
-class BasicBlock(nn.Module):
-    """ResNet basic block: two 3x3 convs, identity or 1x1-conv shortcut."""
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False),
-                                            nn.BatchNorm2d(planes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + shortcut)
-
-
 def _layer(inplanes: int, planes: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(BasicBlock(inplanes, planes, stride), BasicBlock(planes, planes))
+    """Two ResNet basic blocks; the first changes width/resolution through a 1x1-conv shortcut."""
+    downsample = None
+    if stride != 1 or inplanes != planes:
+        downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+    return nn.Sequential(BasicBlock(inplanes, planes, stride, downsample), BasicBlock(planes, planes))
 
 
 def offset_maps(joints: torch.Tensor, image: torch.Tensor, size: int) -> torch.Tensor:

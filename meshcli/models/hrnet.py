@@ -12,52 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .resnet import BasicBlock, Bottleneck
+
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, relu: bool = True) -> nn.Sequential:
     layers = [nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(out_ch)]
     if relu:
         layers.append(nn.ReLU())
     return nn.Sequential(*layers)
-
-
-class BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, in_ch: int, ch: int, stride: int = 1, downsample: nn.Module | None = None,
-                 dilation: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, ch, 3, stride, dilation, dilation, bias=False)
-        self.bn1 = nn.BatchNorm2d(ch)
-        self.conv2 = nn.Conv2d(ch, ch, 3, 1, dilation, dilation, bias=False)
-        self.bn2 = nn.BatchNorm2d(ch)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        residual = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + residual)
-
-
-class Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, in_ch: int, ch: int, stride: int = 1, downsample: nn.Module | None = None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, ch, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(ch)
-        self.conv2 = nn.Conv2d(ch, ch, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(ch)
-        self.conv3 = nn.Conv2d(ch, ch * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(ch * 4)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        residual = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + residual)
 
 
 class HighResolutionModule(nn.Module):
