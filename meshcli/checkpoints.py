@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import MeshcliError
+from .errors import MeshcliError, first_line
 
 
 def torch_load(path: str | Path) -> object:
@@ -27,12 +27,10 @@ def torch_load(path: str | Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MeshcliError(path, f"refused to load: the file holds more than tensors ({first})",
+        raise MeshcliError(path, f"refused to load: the file holds more than tensors ({first_line(err)})",
                            "use the official checkpoint file; meshcli never runs code from weights") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MeshcliError(path, f"not a readable torch checkpoint ({first})",
+        raise MeshcliError(path, f"not a readable torch checkpoint ({first_line(err)})",
                            "the file may be truncated or of another format; download it again") from None
 
 

@@ -22,3 +22,9 @@ class MeshcliError(Exception):
         if self.fix:
             text += f" — {self.fix}"
         return " ".join(text.split())  # always one line
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line causes."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

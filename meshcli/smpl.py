@@ -26,7 +26,7 @@ import torch
 from torch.nn import functional as F
 from smplx.utils import Struct
 
-from .errors import MeshcliError
+from .errors import MeshcliError, first_line
 from .io.sinks import write_atomic
 from .methods.base import file_sha256
 
@@ -342,7 +342,7 @@ def _read_npz(path: Path) -> dict:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
-        raise MeshcliError(path, f"not a readable .npz of plain arrays ({_first_line(err)})",
+        raise MeshcliError(path, f"not a readable .npz of plain arrays ({first_line(err)})",
                            "store numeric arrays only (no object arrays), or import the original SMPL .pkl") from None
 
 
@@ -356,17 +356,12 @@ def _read_pickle(path: Path) -> dict:
                            "use the official SMPL file; meshcli never runs code from model files") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
             KeyError, MemoryError, OverflowError, UnicodeError, RecursionError) as err:
-        raise MeshcliError(path, f"not a readable SMPL pickle ({type(err).__name__}: {_first_line(err)})",
+        raise MeshcliError(path, f"not a readable SMPL pickle ({type(err).__name__}: {first_line(err)})",
                            "the file may be truncated or of another format; download it again") from None
     if not isinstance(data, dict):
         raise MeshcliError(path, f"not an SMPL model: the pickle holds a {type(data).__name__}, not a dict of arrays",
                            _WHERE)
     return data
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def check_smpl(arrays: Mapping[str, np.ndarray], path: str | Path) -> dict[str, np.ndarray]:
