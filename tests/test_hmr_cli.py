@@ -127,3 +127,36 @@ def test_imported_checkpoint_and_smpl_are_used_from_the_store(setup, tmp_path, m
     theta = EXPECTED["theta_0"][-1]
     np.testing.assert_allclose(npz["betas"][0], theta[75:], rtol=0, atol=TOL["theta"])
     assert str(npz["weights"]) == "hmr_model.ckpt-667589.pth"
+
+
+def test_fetch_takes_checkpoint_and_smpl_from_the_models_archive(setup, tmp_path, monkeypatch):
+    """`meshcli weights fetch hmr` against a loopback server holding a models.tar.gz laid out as HMR's."""
+    import functools
+    import http.server
+    import tarfile
+    import threading
+
+    from meshcli import weights as store
+
+    ckpt, smpl = setup
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "models.tar.gz", "w") as tar:  # uncompressed: quicker, read the same way
+        for f in ckpt.parent.glob(ckpt.name + ".*"):
+            tar.add(f, arcname=f"models/{f.name}")
+        tar.add(smpl, arcname="models/neutral_smpl_with_cocoplus_reg.pkl")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        entry = store.entry("hmr")
+        local = store.Entry(**{**entry.__dict__, "url": f"http://127.0.0.1:{server.server_port}/models.tar.gz"})
+        known = store.manifest()
+        monkeypatch.setattr(store, "manifest", lambda: {**known, "hmr": local})
+        monkeypatch.setenv("MESHCLI_WEIGHTS", str(tmp_path / "store"))
+        run = meshcli("weights", "fetch", "hmr")
+        assert run.exit_code == 0, run.output
+    finally:
+        server.shutdown()
+    assert (tmp_path / "store" / "hmr_model.ckpt-667589.pth").is_file()
+    assert (tmp_path / "store" / "smpl_neutral.npz").is_file()
