@@ -29,6 +29,7 @@ from .common import (
     guarded,
     run_and_report,
 )
+from .pose import rescore_options
 
 DETECTORS = ("dekr", "full")
 DEKR_VARIANT = "w32-coco"
@@ -61,9 +62,8 @@ def person_source(detector: str | None, openpose: Path | None, boxes: Path | Non
         raise MeshcliError(None, f"unknown --detector {detector}", f"use one of {', '.join(DETECTORS)}")
     dekr = method_module("dekr")
     weights = store.resolve("dekr", DEKR_VARIANT, None, False)
-    rescore = store.entry_for("dekr", f"rescore-{DEKR_VARIANT.split('-', 1)[1]}")
-    predictor = dekr.Predictor(weights, variant=DEKR_VARIANT, device=device, rescore=rescore.present(),
-                               rescore_weights=rescore.path if rescore.present() else None)
+    predictor = dekr.Predictor(weights, variant=DEKR_VARIANT, device=device,
+                               **rescore_options(DEKR_VARIANT, True, None, False, required=False))
     return DekrPeople(predictor)
 
 
@@ -138,8 +138,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """SMPL body per person: NPZ (pose, shape, cameras, joints), mesh-overlay image/video, optional OBJs."""
         cli = dict(locals())
-        module, variant = choose_method("body", method, variant)
-        path = store.resolve(method, variant, weights, random_weights)
+        module, variant, path = choose_method("body", method, variant, weights, random_weights)
         dev = resolve_device(device)
         if method != "i2l" and any(cli[k] is not None for k in I2L_OPTIONS):
             given = ", ".join(f"--{k.replace('_', '-')}" for k in I2L_OPTIONS if cli[k] is not None)

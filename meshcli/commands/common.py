@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from .. import weights as store
 from ..errors import MeshcliError
 from ..methods import method_module, methods_for
 from ..methods.base import choose_variant
@@ -28,12 +29,16 @@ Annotate = Annotated[bool, typer.Option("--annotate/--no-annotate", help="Write 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 
 
-def choose_method(task: str, method: str, variant: str | None):
-    """The method module and variant a task command runs; unknown names are one-line errors."""
+def choose_method(task: str, method: str, variant: str | None, weights: Path | None, random_weights: bool):
+    """(method module, variant, weights file or None for random weights) for a task command.
+
+    Unknown names and a missing checkpoint are one-line errors, before any frame is read.
+    """
     if method not in methods_for(task):
         raise MeshcliError(None, f"--method {method} is not a {task} method", f"use {', '.join(methods_for(task))}")
     module = method_module(method)
-    return module, choose_variant(module.VARIANTS, variant, method)
+    variant = choose_variant(module.VARIANTS, variant, method)
+    return module, variant, store.resolve(method, variant, weights, random_weights)
 
 
 def fail(err: MeshcliError, code: int = 2) -> "typer.Exit":

@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .. import weights as store
 from ..device import resolve_device
 from .common import (
     Annotate,
@@ -71,8 +70,7 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
     ) -> None:
         """3D hand joints per depth frame: NPZ (joints_xyz, joints_uvd, centre_xyz) and an annotated image/folder."""
-        module, variant = choose_method("hand", method, variant)
-        path = store.resolve(method, variant, weights, random_weights)
+        module, variant, path = choose_method("hand", method, variant, weights, random_weights)
         predictor = module.Predictor(path, variant=variant, device=resolve_device(device),
                                      intrinsics=intrinsics, depth_format=depth_format, depth_scale=depth_scale,
                                      centre=centre, centres=centres, centres_format=centres_format, cube=cube,

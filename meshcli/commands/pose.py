@@ -97,8 +97,7 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
     ) -> None:
         """Multi-person 2D keypoints: annotated image/video, NPZ and COCO results JSON per input."""
-        module, variant = choose_method("pose", method, variant)
-        path = store.resolve(method, variant, weights, random_weights)
+        module, variant, path = choose_method("pose", method, variant, weights, random_weights)
         predictor = module.Predictor(path, variant=variant, device=resolve_device(device),
                                      scales=parse_scales(scales), flip=flip, nms_threshold=nms_threshold,
                                      **rescore_options(variant, rescore, rescore_weights, random_weights))
