@@ -310,7 +310,7 @@ class Pipeline:
         else:
             fields["fps"] = 0.0  # still images
         empty = getattr(self.predictor, "empty_rows", dict)()
-        sinks.append(NpzSink(self.out_dir / f"{inp.name}.npz", fields, empty))
+        sinks.append(NpzSink(self.out_dir / f"{inp.name}.npz", fields, empty, late_fields=self.predictor.metadata))
         if self.annotate:
             if video is not None:
                 sinks.append(VideoSink(self.out_dir / f"{inp.name}.mp4", video.fps, inp.files[0],

@@ -1,8 +1,9 @@
 """The weights store: where checkpoints live, what is known, fetching and importing.
 
 The store is ``weights/`` at the repository root (``MESHCLI_WEIGHTS`` overrides
-it; a wheel install without the repository uses ``~/.cache/meshcli/weights``). ``weights/manifest.json`` lists every known checkpoint: method, variant,
-file name, official source, licence and format. Weight files themselves are
+it; a wheel install without the repository uses ``~/.cache/meshcli/weights``).
+``weights/manifest.json`` lists every known checkpoint: method, variant, file
+name, official source, licence and format. Weight files themselves are
 never committed. Importing checks a file against the method's architecture
 before it is stored, so a stored file is known to load.
 """

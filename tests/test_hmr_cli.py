@@ -121,9 +121,11 @@ def test_imported_checkpoint_and_smpl_are_used_from_the_store(setup, tmp_path, m
     assert stored == ["hmr_model.ckpt-667589.pth", "hmr_model.ckpt-667589.pth.provenance.json",
                       "smpl_neutral.npz", "smpl_neutral.npz.provenance.json"]
     image = DATA / INFO["inputs"][0]["image"].split("/")[-1]
-    run = meshcli("body", image, "--method", "hmr", "--detector", "full", "--no-annotate", "-q", "--out", tmp_path)
+    run = meshcli("body", image, "--method", "hmr", "--detector", "full", "--renderer", "wireframe", "-q",
+                  "--out", tmp_path)
     assert run.exit_code == 0, run.output
     npz = np.load(tmp_path / f"{image.stem}.npz")
+    assert str(npz["renderer"]) == "wireframe" and (tmp_path / image.name).is_file()
     theta = EXPECTED["theta_0"][-1]
     np.testing.assert_allclose(npz["betas"][0], theta[75:], rtol=0, atol=TOL["theta"])
     assert str(npz["weights"]) == "hmr_model.ckpt-667589.pth"

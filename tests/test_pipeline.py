@@ -343,3 +343,14 @@ def test_an_unwritable_output_folder_is_one_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(MeshcliError, match="cannot create the output folder"):
         Pipeline(BrightestPixel(), blocker / "out").run([str(image(tmp_path / "a.png", 1, 1))])
+
+
+def test_npz_metadata_is_read_when_the_input_ends(tmp_path):
+    """Method facts that can change while running (say, a renderer falling back) are recorded as they ended."""
+    class Counting(BrightestPixel):
+        def metadata(self):
+            return {**super().metadata(), "frames_seen": self.inferred}
+
+    src = write_video(tmp_path / "v.mp4", frames=5)
+    Pipeline(Counting(), tmp_path / "out").run([str(src)])
+    assert int(np.load(tmp_path / "out" / "v.npz")["frames_seen"]) == 5

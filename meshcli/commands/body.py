@@ -32,6 +32,7 @@ from .common import (
 from .pose import rescore_options
 
 DETECTORS = ("dekr", "full")
+RENDERERS = ("auto", "egl", "osmesa", "wireframe")
 DEKR_VARIANT = "w32-coco"
 
 # Method-specific constructor options, from the command's parameters (a dict of them all).
@@ -129,6 +130,9 @@ def register(app: typer.Typer) -> None:
             "--root-depth", help="i2l: distance from the camera to the person's pelvis in metres (default "
             "11.25, the demo's RootNet value); I2L-MeshNet predicts depth only relative to it, so set it for "
             "metric camera-space meshes.", show_default=False)] = None,
+        renderer: Annotated[str, typer.Option(
+            "--renderer", help="Mesh overlay: auto (pyrender with EGL, then OSMesa, then the OpenCV-drawn "
+            "wireframe), egl, osmesa or wireframe (fast on machines without a GPU).")] = "auto",
         out: Out = Path("meshcli_out"),
         batch_size: BatchSize = 8,
         device: Device = "auto",
@@ -147,8 +151,10 @@ def register(app: typer.Typer) -> None:
             raise MeshcliError(None, "--bbox and --detector/--openpose/--boxes both choose the people to crop",
                                "give only one of them")
         people = None if bbox is not None else person_source(detector, openpose, boxes, dev)
+        if renderer not in RENDERERS:
+            raise MeshcliError(None, f"unknown --renderer {renderer}", f"use one of {', '.join(RENDERERS)}")
         predictor = module.Predictor(path, variant=variant, device=dev, smpl=smpl, people=people,
-                                     save_vertices=save_vertices, **METHOD_OPTIONS[method](cli))
+                                     save_vertices=save_vertices, renderer=renderer, **METHOD_OPTIONS[method](cli))
         if annotate and not quiet:
             renderer = predictor.renderer
             err_console.print(f"mesh overlay: {renderer.backend}"

@@ -84,7 +84,8 @@ def register(app: typer.Typer) -> None:
             show_default=False)] = None,
         rescore: Annotated[bool, typer.Option("--rescore/--no-rescore",
                                               help="Rescore people with DEKR's OKS net (official default).")] = True,
-        scales: Annotated[str, typer.Option("--scales", help="Test scales, e.g. 0.5,1,2 (official multi-scale).")] = "1",
+        scales: Annotated[str, typer.Option(
+            "--scales", help="Test scales, e.g. 0.5,1,2 (official multi-scale).")] = "1",
         nms_threshold: Annotated[float | None, typer.Option(
             "--nms-threshold", help="Pose NMS threshold; default 0.05 single-scale, 0.15 multi-scale "
             "(the official README's multi-scale setting).", show_default=False)] = None,

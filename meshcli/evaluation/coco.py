@@ -23,7 +23,8 @@ def evaluate_keypoints(results: str | Path, annotations: str | Path) -> dict[str
     try:
         records = json.loads(results.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MeshcliError(results, f"not valid JSON ({err})", "give the .coco.json that `meshcli pose` wrote") from None
+        raise MeshcliError(results, f"not valid JSON ({err})",
+                           "give the .coco.json that `meshcli pose` wrote") from None
     if not isinstance(records, list) or not all(isinstance(r, dict) and "image_id" in r for r in records):
         raise MeshcliError(results, "not a COCO results list ([{image_id, keypoints, score}, ...])",
                            "give the .coco.json that `meshcli pose` wrote first, the annotations second")

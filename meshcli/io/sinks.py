@@ -13,6 +13,7 @@ import os
 import tempfile
 import zipfile
 from fractions import Fraction
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +103,11 @@ class NpzSink(Sink):
     schema) covers an input that produced no frame at all.
     """
 
-    def __init__(self, final: Path, fields: dict[str, Any], empty_rows: dict[str, np.ndarray]):
+    def __init__(self, final: Path, fields: dict[str, Any], empty_rows: dict[str, np.ndarray],
+                 late_fields: Callable[[], dict[str, Any]] | None = None):
         self.final = final
         self.fields = dict(fields)
+        self.late_fields = late_fields  # read at close, e.g. the renderer that actually ran
         self.empty_rows = empty_rows
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.spools: dict[str, _RowSpool] = {"frame_index": _RowSpool(final.parent)}
@@ -137,6 +140,8 @@ class NpzSink(Sink):
                 present = set(self.spools)
                 extra = {k: v for k, v in self.empty_rows.items() if k not in present}
                 extra.update({f"frame_{k}": np.asarray(v) for k, v in self.frame_info.items()})
+                if self.late_fields is not None:
+                    self.fields.update(self.late_fields())
                 extra.update({k: np.asarray(v) for k, v in self.fields.items()})
                 extra["files"] = np.asarray(self.fields.get("files", self.names))
                 extra["num_frames"] = np.int64(self.num_frames)
