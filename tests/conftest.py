@@ -44,6 +44,15 @@ def parity_checkpoints(tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="session")
+def fake_smpl(tmp_path_factory) -> Path:
+    """The stand-in SMPL model (SMPL's layout, not a body) that ../shared/parity/fake_smpl.py writes."""
+    need_shared()
+    path = tmp_path_factory.mktemp("smpl") / "smpl.pkl"
+    subprocess.run([sys.executable, str(PARITY / "fake_smpl.py"), str(path)], check=True)
+    return path
+
+
 @pytest.fixture()
 def tfbundle():
     """../shared/parity/tfbundle.py, the fixtures' writer of TensorFlow's V2 checkpoint format."""

@@ -7,8 +7,6 @@ every array kept except two subsets: ``verts_every20_i = verts_i[::20]`` and
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from meshcli.io.sources import read_rgb
 from meshcli.methods import hmr
 from meshcli.methods.base import Frame
 
-from conftest import FIXTURES, PARITY, need_shared
+from conftest import FIXTURES
 
 CASE = FIXTURES / "hmr-tf"
 DATA = FIXTURES / "data" / "hmr_demo"
@@ -72,14 +70,6 @@ def test_small_person_in_a_large_frame_is_sampled_directly():
     person.kind = "box"
     crop, _ = hmr.crop_image(image, *hmr.crop_parameters(person, image.shape[:2]))
     assert crop.shape == (224, 224, 3)
-
-
-@pytest.fixture(scope="session")
-def fake_smpl(tmp_path_factory):
-    need_shared()
-    path = tmp_path_factory.mktemp("smpl") / "smpl.pkl"
-    subprocess.run([sys.executable, str(PARITY / "fake_smpl.py"), str(path)], check=True)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ from typer.testing import CliRunner
 
 from meshcli.cli import app
 
-from conftest import FIXTURES, PARITY, SHARED, need_shared, video_facts
+from conftest import FIXTURES, SHARED, video_facts
 
 CASE = FIXTURES / "hmr-tf"
 DATA = FIXTURES / "data" / "hmr_demo"
@@ -25,12 +23,8 @@ def meshcli(*args):
 
 
 @pytest.fixture(scope="module")
-def setup(parity_checkpoints, tmp_path_factory):
-    need_shared()
-    ckpt = parity_checkpoints("hmr-tf", name="model.ckpt-667589")
-    smpl = tmp_path_factory.mktemp("smpl") / "smpl.pkl"
-    subprocess.run([sys.executable, str(PARITY / "fake_smpl.py"), str(smpl)], check=True)
-    return ckpt, smpl
+def setup(parity_checkpoints, fake_smpl):
+    return parity_checkpoints("hmr-tf", name="model.ckpt-667589"), fake_smpl
 
 
 def test_parity_through_the_cli(setup, tmp_path):

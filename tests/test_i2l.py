@@ -12,14 +12,12 @@ from __future__ import annotations
 import copy
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, make_checkpoint, need_shared
+from conftest import FIXTURES, need_shared
 from typer.testing import CliRunner
 
 from meshcli import smpl
@@ -44,13 +42,8 @@ def expected():
 
 
 @pytest.fixture(scope="session")
-def i2l_files(tmp_path_factory):
-    parity = need_shared()
-    out = tmp_path_factory.mktemp("i2l")
-    snapshot = make_checkpoint(parity / "i2l-body-coco" / "spec.json", out / "snapshot_8.pth.tar")
-    smpl = out / "smpl.pkl"
-    subprocess.run([sys.executable, str(parity / "fake_smpl.py"), str(smpl)], check=True)
-    return snapshot, smpl
+def i2l_files(parity_checkpoints, fake_smpl):
+    return parity_checkpoints("i2l-body-coco", name="snapshot_8.pth.tar"), fake_smpl
 
 
 @pytest.fixture(scope="module")

@@ -378,11 +378,8 @@ def test_forward_batches_shared_betas_and_empty_batch(model_npz):
     assert empty.cocoplus.shape == (0, 19, 3)
 
 
-def test_forward_matches_official_hmr_and_spin_outputs(tmp_path):
-    if not (SHARED / "parity").is_dir():
-        pytest.skip("../shared/parity not present: parity fixtures live there")
-    subprocess.run([sys.executable, str(SHARED / "parity" / "fake_smpl.py"), str(tmp_path / "smpl.pkl")], check=True)
-    smpl = SMPLModel.from_file(tmp_path / "smpl.pkl")
+def test_forward_matches_official_hmr_and_spin_outputs(fake_smpl):
+    smpl = SMPLModel.from_file(fake_smpl)
     hmr = np.load(SHARED / "parity" / "hmr-tf" / "expected.npz")
     for i in range(4):
         theta = torch.from_numpy(hmr[f"theta_{i}"][-1:])  # [s, tx, ty, 72 pose, 10 betas]

@@ -7,8 +7,6 @@ array kept except two subsets: ``vertices_every20_i = vertices_i[::20]`` and
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,7 +21,7 @@ from meshcli.io.sources import read_rgb
 from meshcli.methods import spin
 from meshcli.methods.base import Frame
 
-from conftest import FIXTURES, PARITY, need_shared
+from conftest import FIXTURES
 
 CASE = FIXTURES / "spin"
 DATA = FIXTURES / "data" / "hmr_demo"
@@ -83,12 +81,8 @@ def test_crop_byte_scaling_edge_cases():
 
 
 @pytest.fixture(scope="module")
-def setup(parity_checkpoints, tmp_path_factory):
-    need_shared()
-    ckpt = parity_checkpoints("spin", name="model_checkpoint.pt")
-    smpl = tmp_path_factory.mktemp("smpl") / "SMPL_NEUTRAL.pkl"
-    subprocess.run([sys.executable, str(PARITY / "fake_smpl.py"), str(smpl)], check=True)
-    return ckpt, smpl
+def setup(parity_checkpoints, fake_smpl):
+    return parity_checkpoints("spin", name="model_checkpoint.pt"), fake_smpl
 
 
 def check(i, rows, vertices, rotmat=None):
