@@ -52,10 +52,6 @@ class StageTimes:
     def add(self, stage: str, dt: float) -> None:
         self.seconds[stage] += dt  # each stage is timed by a single thread, so no lock needed
 
-    def table(self) -> list[tuple[str, float, float]]:
-        """(stage, seconds, frames per second of that stage alone)."""
-        return [(s, t, self.frames / t if t > 0 else float("inf")) for s, t in self.seconds.items()]
-
 
 @dataclass
 class RunSummary:

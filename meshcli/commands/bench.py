@@ -49,7 +49,7 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
         "failures": [f.line() for f in summary.failures],
         "stages": {stage: {"seconds": round(sec, 4), "ms_per_frame": round(1000 * sec / max(frames, 1), 2),
                            "fps": round(frames / sec, 2) if sec > 0 else None}
-                   for stage, sec, _ in summary.times.table()},
+                   for stage, sec in summary.times.seconds.items()},
         "wall_seconds": round(summary.times.wall, 3),
         "end_to_end_fps": round(frames / summary.times.wall, 3) if summary.times.wall else None,
         "peak_rss_mb": round(summary.peak_rss_mb, 1),
