@@ -28,6 +28,7 @@ from meshcli.methods import dekr
 from meshcli.methods.base import Frame, FrameResult
 
 from conftest import FIXTURES
+from joint_scores import LIMIT, joint_score_error, record_heatmaps
 
 CASES = ("dekr-w32-coco", "dekr-w32-coco-ctrbias")
 
@@ -50,6 +51,8 @@ def run(request, parity_checkpoints):
     rescore_file = parity_checkpoints(case, "rescore_spec.json")
     predictor = dekr.DekrPredictor(pose_file, "w32-coco", rescore_weights=rescore_file)
     calls = []
+    monkeypatch = pytest.MonkeyPatch()
+    heatmaps = record_heatmaps(monkeypatch)
     hook = predictor.model.register_forward_hook(
         lambda module, args, output: calls.append((args[0].clone(), output[0].clone(), output[1].clone())))
     images = [FIXTURES / "data" / "coco" / Path(item["path"]).name for item in case_info(case)["inputs"]]
@@ -60,12 +63,14 @@ def run(request, parity_checkpoints):
     prepared = [predictor.preprocess(Frame(read_rgb(p), i, p.name)) for i, p in enumerate(images)]
     raws = predictor.infer(prepared)
     hook.remove()
+    monkeypatch.undo()
     results = [predictor.postprocess(p, r) for p, r in zip(prepared, raws)]
     plain = dekr.DekrPredictor(pose_file, "w32-coco", rescore=False)
     results_norescore = [plain.postprocess(p, r) for p, r in zip(prepared, raws)]
     expected = np.load(FIXTURES / case / "expected.npz")
     return {"case": case, "predictor": predictor, "prepared": prepared, "raws": raws, "calls": calls,
-            "results": results, "results_norescore": results_norescore, "expected": expected}
+            "results": results, "results_norescore": results_norescore, "expected": expected,
+            "heatmaps": heatmaps}
 
 
 def image0_call(run):
@@ -134,21 +139,21 @@ def test_proposals(run):
             assert np.abs(got[..., 2] - want[..., 2]).max() <= 0.002
 
 
-def check_poses(got: np.ndarray, want: np.ndarray, label: str) -> dict:
+def check_poses(got: np.ndarray, want: np.ndarray, run: dict, i: int, label: str) -> dict:
     assert got.shape == want.shape, f"{label}: {len(got)} people, official {len(want)}"
     assert got.dtype == np.float32
     if not len(want):
         return {}
     xy = float(np.abs(got[..., :2] - want[..., :2]).max())
-    joint = float(np.abs(got[..., 2] - want[..., 2]).max() / np.abs(want[..., 2]).max())
+    joint, boundary = joint_score_error(got, want, run["expected"][f"poses_inputres_{i}"], run["heatmaps"][i])
     assert xy <= 2.0, f"{label}: joints differ by {xy} px"
-    assert joint <= 0.002, f"{label}: joint scores differ by {joint} of the largest"
-    return {"xy_px": xy, "joint_rel": joint}
+    assert joint <= LIMIT, f"{label}: joint scores differ by {joint} of the largest"
+    return {"xy_px": xy, "joint_rel": joint, "boundary_joints": boundary}
 
 
 def test_pose_nms_in_input_pixels(run):
     for i, raw in enumerate(run["raws"]):
-        check_poses(run["predictor"].pose_nms(raw), run["expected"][f"poses_inputres_{i}"], f"image {i}")
+        check_poses(run["predictor"].pose_nms(raw), run["expected"][f"poses_inputres_{i}"], run, i, f"image {i}")
 
 
 def test_final_people_with_rescoring(run):
@@ -156,10 +161,12 @@ def test_final_people_with_rescoring(run):
     errors = {}
     for i, result in enumerate(run["results"]):
         kp, scores = result.rows["keypoints"], result.rows["scores"]
-        errors[i] = check_poses(kp, e[f"poses_{i}"], f"image {i}")
+        errors[i] = check_poses(kp, e[f"poses_{i}"], run, i, f"image {i}")
         assert scores.shape == e[f"scores_{i}"].shape and scores.dtype == np.float32
         if len(scores):
-            features = dekr.rescore_features(kp, run["predictor"].skeleton)
+            # Features of the official poses: the function itself, apart from the pose differences
+            # (within check_poses' limits) that another CPU's rounding brings.
+            features = dekr.rescore_features(e[f"poses_{i}"], run["predictor"].skeleton)
             np.testing.assert_allclose(features, e[f"rescore_features_{i}"], rtol=0.002, atol=1e-4)
             np.testing.assert_allclose(scores, e[f"scores_{i}"], rtol=0.005)
             errors[i]["score_rel"] = float(np.abs(scores / e[f"scores_{i}"] - 1).max())
@@ -169,7 +176,7 @@ def test_final_people_with_rescoring(run):
 def test_final_people_without_rescoring(run):
     e = run["expected"]
     for i, result in enumerate(run["results_norescore"]):
-        check_poses(result.rows["keypoints"], e[f"poses_norescore_{i}"], f"image {i}")
+        check_poses(result.rows["keypoints"], e[f"poses_norescore_{i}"], run, i, f"image {i}")
         np.testing.assert_allclose(result.rows["scores"], e[f"scores_norescore_{i}"], rtol=0.002)
 
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from meshcli.cli import app
 
 from conftest import FIXTURES, PARITY, REPO, need_shared, video_facts
+from joint_scores import LIMIT, joint_score_error, record_heatmaps
 
 CASES = ("dekr-w32-coco", "dekr-w32-coco-ctrbias")
 
@@ -34,45 +35,49 @@ def pose_run(request, parity_checkpoints, tmp_path_factory):
     ckpt = parity_checkpoints(case)
     rescore = parity_checkpoints(case, "rescore_spec.json")
     images = case_images(case)
-    outs = {}
+    outs, heatmaps = {}, {}
     for mode, extra in (("rescore", ["--rescore-weights", rescore]), ("norescore", ["--no-rescore"])):
         out = tmp_path_factory.mktemp(f"{case}-{mode}")
-        run = meshcli("pose", *images, "--method", "dekr", "--variant", "w32-coco", "--weights", ckpt,
-                      *extra, "--out", out, "--quiet")
+        with pytest.MonkeyPatch.context() as monkeypatch:  # both runs sample the same heatmaps
+            heatmaps[mode] = record_heatmaps(monkeypatch)
+            run = meshcli("pose", *images, "--method", "dekr", "--variant", "w32-coco", "--weights", ckpt,
+                          *extra, "--out", out, "--quiet")
         assert run.exit_code == 0, run.output
+        assert len(heatmaps[mode]) == len(images)
         outs[mode] = out
-    return case, images, outs, np.load(FIXTURES / case / "expected.npz")
+    return case, images, outs, np.load(FIXTURES / case / "expected.npz"), heatmaps
 
 
-def check_people(got_kp, got_scores, want_kp, want_scores, score_rtol, label):
+def check_people(got_kp, got_scores, want_kp, want_scores, score_rtol, want_inputres, heatmap, label):
     assert got_kp.shape == want_kp.shape, f"{label}: {got_kp.shape[0]} people, official {want_kp.shape[0]}"
     if not len(want_kp):
         return {}
     xy = np.abs(got_kp[..., :2] - want_kp[..., :2]).max()
-    joint = np.abs(got_kp[..., 2] - want_kp[..., 2]).max() / np.abs(want_kp[..., 2]).max()
+    joint, _ = joint_score_error(got_kp, want_kp, want_inputres, heatmap)
     assert xy <= 2.0, f"{label}: keypoints differ by {xy} px"
-    assert joint <= 0.002, f"{label}: joint scores differ by {joint} of the largest"
+    assert joint <= LIMIT, f"{label}: joint scores differ by {joint} of the largest"
     np.testing.assert_allclose(got_scores, want_scores, rtol=score_rtol, err_msg=label)
     return {"xy_px": float(xy), "joint_rel": float(joint),
             "score_rel": float(np.max(np.abs(got_scores / want_scores - 1)))}
 
 
 def test_cli_matches_official_dekr(pose_run):
-    case, images, outs, expected = pose_run
+    case, images, outs, expected, heatmaps = pose_run
     errors = {}
     for i, image in enumerate(images):
         for mode, (kp_key, sc_key, rtol) in {"rescore": ("poses", "scores", 0.005),
                                               "norescore": ("poses_norescore", "scores_norescore", 0.002)}.items():
             got = np.load(outs[mode] / f"{image.stem}.npz")
             errors[(i, mode)] = check_people(got["keypoints"], got["scores"], expected[f"{kp_key}_{i}"],
-                                             expected[f"{sc_key}_{i}"], rtol, f"{case} image {i} {mode}")
+                                             expected[f"{sc_key}_{i}"], rtol, expected[f"poses_inputres_{i}"],
+                                             heatmaps[mode][i], f"{case} image {i} {mode}")
             assert got["keypoints"].dtype == np.float32
             np.testing.assert_array_equal(got["frame_index"], np.zeros(len(got["keypoints"])))
     print(case, errors)
 
 
 def test_npz_and_coco_json_contents(pose_run):
-    case, images, outs, expected = pose_run
+    case, images, outs, expected, _ = pose_run
     for i, image in enumerate(images):
         got = np.load(outs["rescore"] / f"{image.stem}.npz")
         kp = got["keypoints"]
