@@ -313,7 +313,7 @@ def test_multiscale_scores_are_normalised_to_scale_one():
     people = torch.stack([spread + 500 * k for k in range(3)])  # far apart: NMS keeps all, in order
     centre = torch.tensor([4.0, 2.0, 3.0])[:, None, None].expand(3, 17, 1)
     proposals = torch.cat([people, centre], 2)  # scale 2 (processed first): person 0; scale 1: persons 1, 2
-    poses = predictor.pose_nms(dekr.DekrRaw(proposals, [1, 2], torch.full((3, 17, 1), 0.5)))
+    poses = predictor.pose_nms(dekr.DekrRaw(proposals, [1, 2], torch.full((3, 17), 0.5)))
     np.testing.assert_allclose(poses[..., :2], people.numpy())
     want = np.array([[4.0 / 4.0 * 3.0 * 0.9], [2.0], [3.0]]) * 0.5
     np.testing.assert_allclose(poses[:, :, 2], np.broadcast_to(want, (3, 17)), rtol=1e-6)

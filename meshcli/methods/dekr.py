@@ -273,9 +273,8 @@ def normalise(image: np.ndarray) -> torch.Tensor:
 
 def flip_input(x: torch.Tensor) -> torch.Tensor:
     """Mirror the batch and shift it FLIP_SHIFT columns left; the last columns keep mirrored values."""
-    xf = x.flip(3)
-    xf[..., :-FLIP_SHIFT] = xf[..., FLIP_SHIFT:].clone()
-    return xf
+    mirrored = x.flip(3)
+    return torch.cat([mirrored[..., FLIP_SHIFT:], mirrored[..., -FLIP_SHIFT:]], 3)
 
 
 def regressed_poses(offset: torch.Tensor) -> torch.Tensor:
@@ -312,25 +311,60 @@ def center_peaks(center: torch.Tensor, max_people: int, threshold: float
     return index[keep], values[keep]
 
 
+def _grid_positions(cells: int, pixels: int, step: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Where each of ``pixels`` input pixels reads a ``cells``-long grid axis: (lower cell, upper cell, weight).
+
+    The grid's first and last cells land on pixels 0 and ``pixels - step``, evenly
+    spaced between; the pixels after the last cell read the last cell.
+    """
+    span = pixels - step
+    per_pixel = (cells - 1) / span if span > 0 else 0.0
+    position = (torch.arange(pixels, dtype=torch.float64) * per_pixel).clamp(max=cells - 1)
+    lower = position.floor().long()
+    upper = (lower + 1).clamp(max=cells - 1)
+    return lower.to(device), upper.to(device), (position - lower).to(device)
+
+
 def upsample_heatmap(heat: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Grid heatmaps -> scale-1 input pixels: align-corners bilinear, the last ratio-1 rows/cols repeated."""
-    h, w = heat.shape[-2:]
-    th, tw = int(ratio * h), int(ratio * w)
-    sh, sw = int(th / h), int(tw / w)
-    up = F.interpolate(heat, size=(th - sh + 1, tw - sw + 1), mode="bilinear", align_corners=True)
-    return F.pad(up, (0, sw - 1, 0, sh - 1), mode="replicate")
+    """(N, C, h, w) grid heatmaps -> (N, C, int(ratio h), int(ratio w)) input-pixel heatmaps.
+
+    Separable linear interpolation along each axis (see ``_grid_positions``): the
+    DEKR upsampling, whose grid corners sit on input pixels 0 and ``(n - 1) step``.
+    """
+    for axis in (-2, -1):
+        cells = heat.shape[axis]
+        pixels = int(ratio * cells)
+        lower, upper, weight = _grid_positions(cells, pixels, int(pixels / cells), heat.device)
+        weight = weight.to(heat.dtype).view((-1, 1) if axis == -2 else (-1,))
+        heat = torch.lerp(heat.index_select(axis, lower), heat.index_select(axis, upper), weight)
+    return heat
 
 
-def heat_values(coords: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
-    """Heat of joint j at each proposal's joint j: (K, J, 2) pixels, (J+1, H, W) -> (K, J, 1).
+def heat_values(joints: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
+    """Heat of every proposal at its own joints: (K, J, 2) input pixels, (J+1, H, W) maps -> (K, J).
 
-    Reads the pixel containing the point (floor), clamped to the border.
+    Joint j reads channel j at the pixel that contains it, the border pixel when it lies outside.
     """
     _, h, w = heatmap.shape
-    flat = heatmap[:-1].flatten(1).transpose(0, 1)
-    y = torch.clamp(torch.floor(coords[..., 1]), 0, h - 1).long()
-    x = torch.clamp(torch.floor(coords[..., 0]), 0, w - 1).long()
-    return torch.gather(flat, 0, y * w + x).unsqueeze(-1)
+    pixel = joints.floor()
+    column = pixel[..., 0].clamp(0, w - 1).long()
+    row = pixel[..., 1].clamp(0, h - 1).long()
+    channel = torch.arange(joints.shape[1], device=joints.device)
+    return heatmap[channel, row, column]
+
+
+def centre_scores_on_scale_one(scores: torch.Tensor, counts: Sequence[int], one: int,
+                               decrease: float) -> torch.Tensor:
+    """Centre scores (K, J) of proposals grouped by scale (``counts``), made comparable across scales.
+
+    Every scale but scale 1 (group ``one``) is rescaled so that its best score becomes
+    ``decrease`` times scale 1's best; a scale without proposals counts as best 1.
+    """
+    group = torch.repeat_interleave(torch.arange(len(counts)), torch.as_tensor(counts, dtype=torch.long))
+    best = torch.ones(len(counts), dtype=scores.dtype).scatter_reduce(
+        0, group, scores[:, 0], "amax", include_self=False)
+    factor = torch.where(torch.arange(len(counts)) == one, torch.ones_like(best), best[one] * decrease / best)
+    return scores * factor[group, None]
 
 
 def nms_keep(coords: torch.Tensor, heat_score: torch.Tensor, threshold: float, num_threshold: int) -> list[int]:
@@ -342,22 +376,20 @@ def nms_keep(coords: torch.Tensor, heat_score: torch.Tensor, threshold: float, n
     the whole set removed, unless that member was already removed.
     """
     span = coords.amax(1) - coords.amin(1)
-    diag2 = span[:, 0] * span[:, 0] + span[:, 1] * span[:, 1]
-    dist = (coords[:, None] - coords[None]).pow(2).sum(3).sqrt()
-    close = (dist < (threshold * torch.sqrt(diag2))[:, None, None]).sum(2)
-    covers = close > num_threshold
-    removed: set[int] = set()
+    reach = threshold * span.norm(dim=1)
+    joint_dist = (coords[:, None] - coords[None]).norm(dim=3)
+    covers = (joint_dist < reach[:, None, None]).sum(2) > num_threshold
+    # A zero-size pose covers nobody, not even itself (the official code fails there): it covers only itself.
+    covers |= torch.diag(~covers.any(1))
+    pick = torch.where(covers, heat_score[None], torch.tensor(-torch.inf)).argmax(1).tolist()
+    covers = covers.tolist()
+    removed = [False] * len(coords)
     keep: list[int] = []
-    for i in range(len(coords)):
-        if i in removed:
-            continue
-        # A zero-size pose covers nobody, not even itself (the official code fails there): keep it alone.
-        members = covers[i].nonzero()[:, 0].tolist() or [i]
-        best = members[int(torch.argmax(heat_score[members]))]
-        if best in removed:
+    for i, best in enumerate(pick):
+        if removed[i] or removed[best]:
             continue
         keep.append(best)
-        removed.update(members)
+        removed = [r or c for r, c in zip(removed, covers[i])]
     return keep
 
 
@@ -367,14 +399,12 @@ def rescore_features(poses: np.ndarray, links: Sequence[tuple[int, int]]) -> np.
     Vectors and lengths are divided by the mean length of limbs 9 and 11
     (torso sides in both datasets' link lists), floored at 1.
     """
-    a = [l[0] for l in links]
-    b = [l[1] for l in links]
-    d = poses[:, a, :2] - poses[:, b, :2]
-    length = np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2)
-    norm = (length[:, 9] + length[:, 11]) / 2
-    norm[norm < 1] = 1
-    return np.concatenate([(d / norm[:, None, None]).reshape(len(poses), -1),
-                           length / norm[:, None], poses[:, :, 2]], 1).astype(np.float32)
+    start, end = np.asarray(links).T
+    limbs = poses[:, start, :2] - poses[:, end, :2]  # (N, L, 2)
+    length = np.linalg.norm(limbs, axis=2)
+    unit = np.maximum(length[:, [9, 11]].mean(1), 1)[:, None]
+    return np.concatenate([(limbs / unit[..., None]).reshape(len(poses), -1), length / unit, poses[:, :, 2]],
+                          1).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- predictor
@@ -399,7 +429,7 @@ class DekrRaw:
 
     proposals: torch.Tensor  # (K, J, 3): x, y in scale-1 input pixels, centre score
     counts: list[int]  # proposals per scale, scales descending
-    heat: torch.Tensor  # (K, J, 1): scale-averaged heat value at each proposed joint
+    heat: torch.Tensor  # (K, J): scale-averaged heat value at each proposed joint
 
 
 class DekrPredictor(Predictor):
@@ -515,20 +545,14 @@ class DekrPredictor(Predictor):
 
     def pose_nms(self, raw: DekrRaw) -> np.ndarray:
         """Proposals -> people (N, J, 3): x, y in scale-1 input pixels, per-joint score."""
-        groups = list(raw.proposals.clone().split(raw.counts))
-        one = self.scales.index(1.0)
-        top = groups[one][:, :, 2].max() if len(groups[one]) else 1
-        for k, g in enumerate(groups):
-            if k != one:  # other scales: centre scores relative to their own best, below scale 1's best
-                top_k = g[:, :, 2].max() if len(g) else 1
-                g[:, :, 2] = g[:, :, 2] / top_k * top * self.cfg["decrease"]
-        proposals = torch.cat(groups)
-        j = proposals.shape[1]
-        if len(proposals) == 0:
+        j = raw.proposals.shape[1]
+        if len(raw.proposals) == 0:
             return np.zeros((0, j, 3), np.float32)
-        coords = proposals[:, :, :2]
-        heat_score = (raw.heat.sum(1) / j)[:, 0]
-        poses = torch.cat([coords, proposals[:, :, 2:] * raw.heat], 2)
+        coords = raw.proposals[..., :2]
+        centre = centre_scores_on_scale_one(raw.proposals[..., 2], raw.counts, self.scales.index(1.0),
+                                            self.cfg["decrease"])
+        heat_score = raw.heat.mean(1)
+        poses = torch.cat([coords, (centre * raw.heat)[..., None]], 2)
         keep = nms_keep(coords, heat_score, self.nms_threshold, self.cfg["nms_num_threshold"])
         poses, heat_score = poses[keep], heat_score[keep]
         if len(keep) > self.max_people:
