@@ -110,16 +110,18 @@ def offset_maps(joints: torch.Tensor, image: torch.Tensor, size: int) -> torch.T
     background (depth 1) or farther than 1 from the joint.
     """
     b, j, _ = joints.shape
-    depth = F.interpolate(image, size=[size, size])  # nearest: pixel (4i, 4j) for 128 -> 32
-    g = 2.0 * torch.arange(size, device=image.device).float() / (size - 1.0) - 1.0
-    grid = torch.cat((g.view(1, 1, 1, size).expand(b, 1, size, size),
-                      g.view(1, 1, size, 1).expand(b, 1, size, size), depth), dim=1)
-    offset = joints.reshape(b, j, 3, 1, 1) - grid.unsqueeze(1)
-    dist = torch.sqrt(torch.sum(offset.pow(2), dim=2) + 1e-8)
+    # Nearest-neighbour sampling of the input onto the grid: cell i reads pixel floor(i * S / size).
+    pick = torch.arange(size, device=image.device) * image.shape[-1] // size
+    depth = image[:, 0, pick[:, None], pick[None, :]]  # (B, size, size)
+    axis = torch.linspace(-1.0, 1.0, size, device=image.device)
+    cells = torch.stack(torch.broadcast_tensors(axis[None, None, :], axis[None, :, None], depth), -1)
+    to_joint = joints[:, :, None, None, :] - cells[:, None]  # (B, J, size, size, 3)
+    dist = (to_joint.square().sum(-1) + 1e-8).sqrt()
     closeness = 1 - dist
-    mask = closeness.ge(0).float() * depth.lt(1).float()
-    unit = offset / dist.unsqueeze(2) * mask.unsqueeze(2)
-    return torch.cat((unit.reshape(b, 3 * j, size, size), closeness * mask), dim=1)
+    near_hand = (closeness >= 0) & (depth[:, None] < 1)
+    unit = torch.where(near_hand[..., None], to_joint / dist[..., None], 0.0)
+    return torch.cat((unit.permute(0, 1, 4, 2, 3).reshape(b, 3 * j, size, size),
+                      torch.where(near_hand, closeness, 0.0)), dim=1)
 
 
 class SRN(nn.Module):
@@ -439,16 +441,11 @@ def normalise_crop(crop: np.ndarray, centre_depth: float, cube: float) -> np.nda
     far background is already 0, so this wipes the farthest hand/arm pixels;
     kept for parity with the released model's training and evaluation.
     """
-    half = cube / 2.0
-    far, near = np.float32(centre_depth + half), np.float32(centre_depth - half)
-    x = crop.copy()
-    x[x == x.max()] = far
-    x[x == 0] = far
-    x[x >= far] = far
-    x[x <= near] = near
-    x -= np.float32(centre_depth)
-    x /= np.float32(half)
-    return x
+    half = np.float32(cube / 2.0)
+    far, near = np.float32(centre_depth + cube / 2.0), np.float32(centre_depth - cube / 2.0)
+    background = (crop == 0) | (crop == crop.max())
+    clamped = np.where(background, far, np.clip(crop, near, far))
+    return (clamped - np.float32(centre_depth)) / half
 
 
 # ----------------------------------------------------------------------------
