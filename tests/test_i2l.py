@@ -83,7 +83,7 @@ def test_crop_matrix_and_network_input(i, expected):
     img = image(i)
     h, w = img.shape[:2]
     assert [h, w] == IMAGES[i]["image_hw"]
-    square = i2l.process_bbox(IMAGES[i]["bbox_xywh"], w, h)
+    square = i2l.crop_region(IMAGES[i]["bbox_xywh"], w, h)
     np.testing.assert_array_equal(square, expected[f"bbox_processed_{i}"])
     trans, inv_trans = i2l.crop_transforms(square, CFG["input_size"])
     np.testing.assert_array_equal(trans, expected[f"trans_{i}"])
@@ -96,10 +96,10 @@ def test_crop_matrix_and_network_input(i, expected):
 def test_bbox_sanitiser_edge_cases():
     # The official rule: the top-left is clipped without shortening the box (it shifts),
     # the far side is clipped to the image, each side loses one pixel; then squared, x1.25.
-    np.testing.assert_array_equal(i2l.process_bbox([-10, -10, 31, 11], 100, 100), [-3.75, -13.75, 37.5, 37.5])
-    np.testing.assert_array_equal(i2l.process_bbox([90, 0, 20, 20], 100, 100), [82.625, -2.375, 23.75, 23.75])
-    assert i2l.process_bbox([200, 10, 30, 30], 100, 100) is None  # right of the image
-    assert i2l.process_bbox([10, 10, 0, 30], 100, 100) is None  # no area
+    np.testing.assert_array_equal(i2l.crop_region([-10, -10, 31, 11], 100, 100), [-3.75, -13.75, 37.5, 37.5])
+    np.testing.assert_array_equal(i2l.crop_region([90, 0, 20, 20], 100, 100), [82.625, -2.375, 23.75, 23.75])
+    assert i2l.crop_region([200, 10, 30, 30], 100, 100) is None  # right of the image
+    assert i2l.crop_region([10, 10, 0, 30], 100, 100) is None  # no area
 
 
 # ----------------------------------------------------------------------------- network
@@ -112,7 +112,7 @@ def network_run(predictor):
     inputs = []
     for i in (0, 1):
         img = image(i)
-        square = i2l.process_bbox(IMAGES[i]["bbox_xywh"], img.shape[1], img.shape[0])
+        square = i2l.crop_region(IMAGES[i]["bbox_xywh"], img.shape[1], img.shape[0])
         inputs.append(i2l.crop_input(img, i2l.crop_transforms(square, CFG["input_size"])[0], CFG["input_size"]))
     seen = {}
     hooks = [net.pose_backbone.layer1.register_forward_pre_hook(lambda m, a: seen.update(shared_img_feat=a[0]))]

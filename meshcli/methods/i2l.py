@@ -318,27 +318,24 @@ def validate_checkpoint(path: Path, variant: str) -> None:
 
 # ----------------------------------------------------------------------------- crop
 
-def process_bbox(box_xywh, width: int, height: int, aspect: float = 1.0, enlarge: float = 1.25
-                 ) -> np.ndarray | None:
-    """The official box preparation, in float64: clip to the image, widen the shorter side
-    to the crop's aspect (w/h), enlarge about the centre. None for an empty box.
+def crop_region(box_xywh, width: int, height: int, aspect: float = 1.0, enlarge: float = 1.25
+                ) -> np.ndarray | None:
+    """The image region (x, y, w, h; float64) a person box is cropped from, or None when it misses the image.
 
-    The clipping keeps the official off-by-one: width and height each lose one pixel.
+    The box's top-left is clipped to the image and its far corner to the last pixel
+    (a box loses one pixel each way, as in I2L's data loaders); the short side then grows
+    to the crop's aspect (w/h) and both grow by ``enlarge``, about the box's centre.
     """
     x, y, w, h = (float(v) for v in box_xywh)
-    x1, y1 = max(0.0, x), max(0.0, y)
-    x2 = min(width - 1.0, x1 + max(0.0, w - 1))
-    y2 = min(height - 1.0, y1 + max(0.0, h - 1))
-    if not (w * h > 0 and x2 >= x1 and y2 >= y1) or (x2 == x1 and y2 == y1):
+    start = np.maximum([x, y], 0.0)
+    end = np.minimum([width - 1.0, height - 1.0], start + np.maximum([w - 1, h - 1], 0.0))
+    extent = end - start
+    if not w * h > 0 or (extent < 0).any() or not extent.any():
         return None
-    w, h = x2 - x1, y2 - y1
-    cx, cy = x1 + w / 2.0, y1 + h / 2.0
-    if w > aspect * h:
-        h = w / aspect
-    elif w < aspect * h:
-        w = h * aspect
-    w, h = w * enlarge, h * enlarge
-    return np.array([cx - w / 2.0, cy - h / 2.0, w, h])
+    centre = start + extent / 2.0
+    # Grow the short side only: (w, h) -> (max(w, h * aspect), max(h, w / aspect)).
+    extent = np.maximum(extent, [extent[1] * aspect, extent[0] / aspect]) * enlarge
+    return np.concatenate([centre - extent / 2.0, extent])
 
 
 def crop_transforms(bbox: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -368,16 +365,17 @@ def crop_input(image_rgb: np.ndarray, trans: np.ndarray, out_hw: tuple[int, int]
 
 def lixel_to_image(points: np.ndarray, inv_trans: np.ndarray, bins: int, in_hw: tuple[int, int],
                    bbox_3d_size: float) -> np.ndarray:
-    """(N, 3) lixels -> (N, 3) float32 (u, v) image pixels and depth relative to the root (m).
+    """(..., 3) lixels -> float32 (u, v) image pixels and depth relative to the root (m).
 
-    Depth bins span ``bbox_3d_size`` metres centred on the root.
+    (x, y) go lixel -> crop pixel (a crop side per ``bins``) -> image (the inverse crop
+    affine), composed into one affine; depth bins span ``bbox_3d_size`` metres centred on the root.
     """
-    p = np.array(points, dtype=np.float32)
-    p[:, 0] = p[:, 0] / bins * in_hw[1]
-    p[:, 1] = p[:, 1] / bins * in_hw[0]
-    p[:, :2] = (inv_trans @ np.concatenate((p[:, :2], np.ones_like(p[:, :1])), 1).T).T
-    p[:, 2] = (p[:, 2] / bins * 2.0 - 1) * (bbox_3d_size / 2)
-    return p
+    lixel_to_crop = np.diag(np.array([in_hw[1], in_hw[0]], np.float32) / np.float32(bins))
+    linear = np.asarray(inv_trans, np.float32)[:, :2] @ lixel_to_crop
+    p = np.asarray(points, np.float32)
+    uv = p[..., :2] @ linear.T + np.asarray(inv_trans, np.float32)[:, 2]
+    depth = p[..., 2:] * np.float32(bbox_3d_size / bins) - np.float32(bbox_3d_size / 2)
+    return np.concatenate([uv, depth], -1)
 
 
 def pixel_to_camera(uvz: np.ndarray, focal, principal) -> np.ndarray:
@@ -512,7 +510,7 @@ class I2LPredictor(BodyPredictor):
     def crop(self, image: np.ndarray, person: Person) -> PersonCrop:
         h, w = image.shape[:2]
         xywh = np.r_[person.box[:2], person.box[2:] - person.box[:2]]
-        square = process_bbox(xywh, w, h, self.crop_hw[1] / self.crop_hw[0], self.config["bbox_enlarge"])
+        square = crop_region(xywh, w, h, self.crop_hw[1] / self.crop_hw[0], self.config["bbox_enlarge"])
         if square is None:
             raise MeshcliError(None, f"person box {np.round(person.box, 1).tolist()} (x0, y0, x1, y1) lies outside "
                                      f"the {w}x{h} image", "give boxes in the image's pixels")
