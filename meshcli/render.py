@@ -196,12 +196,6 @@ class MeshRenderer:
             if offscreen is not None:
                 offscreen.delete()
 
-    def __enter__(self) -> "MeshRenderer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # ---------------------------------------------------------------- OpenGL
 
     def _give_up_gl(self, reason: str) -> None:

@@ -474,11 +474,12 @@ def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> None
 class SMPLOutput:
     vertices: torch.Tensor  # (B, 6890, 3)
     joints: torch.Tensor  # (B, 24, 3): SMPL's skeleton joints (the posed kinematic chain)
-    cocoplus: torch.Tensor | None  # (B, 19, 3): HMR's joints, cocoplus regressor on the posed vertices
 
 
 class SMPLModel(torch.nn.Module):
-    """smplx's SMPL built from checked arrays, returning vertices, 24 joints and cocoplus joints.
+    """smplx's SMPL built from checked arrays, returning vertices and 24 joints.
+
+    ``cocoplus_regressor`` (19, 6890) is HMR's joint regressor when the file has it (None otherwise).
 
     Batched and device-aware (``.to(device)``); no translation is applied.
     """
@@ -525,8 +526,7 @@ class SMPLModel(torch.nn.Module):
         if b == 0:  # no people in the frame(s): smplx cannot view an empty batch
             verts = pose.new_zeros((0, NUM_VERTS, 3), dtype=p)
             joints = pose.new_zeros((0, NUM_JOINTS, 3), dtype=p)
-            coco = pose.new_zeros((0, NUM_COCOPLUS, 3), dtype=p) if self.has_cocoplus else None
-            return SMPLOutput(verts, joints, coco)
+            return SMPLOutput(verts, joints)
         betas = betas.to(p).expand(b, -1) if betas.shape[0] == 1 else betas.to(p)
         if betas.shape[1] < self.layer.num_betas:  # fewer components given: the rest are zero
             betas = torch.nn.functional.pad(betas, (0, self.layer.num_betas - betas.shape[1]))
@@ -536,9 +536,7 @@ class SMPLModel(torch.nn.Module):
         else:
             orient, body = pose[:, 0], pose[:, 1:].reshape(b, -1)
         out = self.layer(betas=betas, global_orient=orient, body_pose=body, pose2rot=not as_matrices)
-        verts = out.vertices
-        coco = None if not self.has_cocoplus else torch.einsum("jv,bvc->bjc", self.cocoplus_regressor, verts)
-        return SMPLOutput(verts, out.joints[:, :NUM_JOINTS], coco)
+        return SMPLOutput(out.vertices, out.joints[:, :NUM_JOINTS])
 
 
 # -- SMPL parameter conversions shared by the body methods --------------------------------------

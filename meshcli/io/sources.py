@@ -130,10 +130,7 @@ class VideoInfo:
     fps: float
     time_base: Fraction | None
     num_frames: int  # 0 when the container does not say
-    width: int
-    height: int
     rotation: int  # degrees counter-clockwise applied to decoded frames
-    has_audio: bool
 
 
 def probe_video(path: Path) -> VideoInfo:
@@ -152,11 +149,7 @@ def probe_video(path: Path) -> VideoInfo:
                 break
             else:
                 raise MeshcliError(path, "the video has no decodable frames", "check the file is not truncated")
-            w, h = stream.codec_context.width, stream.codec_context.height
-            if rotation in (90, 270):
-                w, h = h, w
-            return VideoInfo(float(rate), stream.time_base, int(stream.frames or 0), w, h, rotation,
-                             bool(container.streams.audio))
+            return VideoInfo(float(rate), stream.time_base, int(stream.frames or 0), rotation)
     except av.error.FFmpegError as err:
         raise MeshcliError(path, f"not a readable video ({err.strerror or type(err).__name__})",
                            "the file may be truncated or not a video; re-export it") from None

@@ -297,17 +297,15 @@ class HmrPredictor(BodyPredictor):
         crop, start = crop_image(image, scale, centre, self.crop_size)
         half = self.crop_size / 2
         region = np.concatenate([(start - half) / scale, (start + half) / scale])
-        return PersonCrop(normalise(crop), region, {"scale": scale, "start": start, "crop": crop})
+        return PersonCrop(normalise(crop), region, {"scale": scale, "start": start})
 
     def regress(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feat, thetas = self.net(x)
-        theta = thetas[:, -1]
+        theta = self.net(x)[1][:, -1]
         cam, pose, betas = theta[:, :3], theta[:, 3:75], theta[:, 75:]
         body = self.smpl(betas, pose)
         joints = torch.einsum("jv,bvc->bjc", self.net.cocoplus_regressor, body.vertices)
         return {"global_orient": pose[:, :3], "body_pose": pose[:, 3:], "betas": betas, "cam": cam,
-                "joints3d": joints, "vertices": body.vertices, "smpl_joints": body.joints,
-                "features": feat, "thetas": thetas}
+                "joints3d": joints, "vertices": body.vertices}
 
     def to_image(self, crop: PersonCrop, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         s, tx, ty = (float(v) for v in out["cam"])

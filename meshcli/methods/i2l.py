@@ -64,7 +64,6 @@ VARIANTS: dict[str, dict] = {
         "sigma": 2.5,  # lixels, of the 3-D joint heatmaps fed to Pose2Feat
         "bbox_enlarge": 1.25,
         "bbox_3d_size": 2.0,  # metres covered by the 64 depth bins
-        "resnet_depth": 50,
         "num_vertices": 6890,
         "joint_names": JOINT_NAMES,
     },
@@ -91,16 +90,6 @@ SMPL_BUFFER_PREFIX = "human_model_layer."
 
 
 # ----------------------------------------------------------------------------- network
-
-# I2L needs the ResNet's stem output (the "early feature", after max-pooling) on its own and
-# runs the mesh backbone's stages on Pose2Feat's output instead of on a stem.
-def _stem(resnet: ResNet, x: torch.Tensor) -> torch.Tensor:
-    return F.max_pool2d(F.relu(resnet.bn1(resnet.conv1(x))), 3, 2, padding=1)
-
-
-def _stages(resnet: ResNet, x: torch.Tensor) -> torch.Tensor:
-    return resnet.layer4(resnet.layer3(resnet.layer2(resnet.layer1(x))))
-
 
 class LixelHead(nn.Module):
     """PoseNet (29 joints) and MeshNet (6890 vertices): 1-D heatmap logits per point and axis.
@@ -190,23 +179,22 @@ class I2LMeshNet(nn.Module):
     time: Pose2Feat's output goes straight into its ``layer1``.
     """
 
-    def __init__(self, num_joints: int = 29, num_vertices: int = 6890, bins: int = 64, sigma: float = 2.5,
-                 resnet_depth: int = 50):
+    def __init__(self, num_joints: int = 29, num_vertices: int = 6890, bins: int = 64, sigma: float = 2.5):
         super().__init__()
         self.bins, self.sigma = bins, sigma
-        self.pose_backbone = ResNet(resnet_depth, num_classes=None)
+        self.pose_backbone = ResNet()
         self.pose_net = LixelHead(num_joints, bins, self.pose_backbone.num_features)
         self.pose2feat = Pose2Feat(num_joints, bins)
-        self.mesh_backbone = ResNet(resnet_depth, num_classes=None)
+        self.mesh_backbone = ResNet()
         self.mesh_net = LixelHead(num_vertices, bins, self.mesh_backbone.num_features)
         self.param_regressor = ParamRegressor(num_joints)
 
     def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, 256, 256) crops -> joints (B, 29, 3) and vertices (B, 6890, 3), in lixels."""
-        early = _stem(self.pose_backbone, img)
-        joints = soft_argmax_1d(self.pose_net(_stages(self.pose_backbone, early)))
+        early = self.pose_backbone.stem(img)
+        joints = soft_argmax_1d(self.pose_net(self.pose_backbone.stages(early)))
         feat = self.pose2feat(early, gaussian_heatmaps(joints, self.bins, self.sigma))
-        vertices = soft_argmax_1d(self.mesh_net(_stages(self.mesh_backbone, feat)))
+        vertices = soft_argmax_1d(self.mesh_net(self.mesh_backbone.stages(feat)))
         return joints, vertices
 
 
@@ -303,8 +291,7 @@ def load_network(path: str | Path, variant: str = DEFAULT_VARIANT,
 
 def build_network(variant: str = DEFAULT_VARIANT) -> I2LMeshNet:
     cfg = VARIANTS[variant]
-    return I2LMeshNet(len(cfg["joint_names"]), cfg["num_vertices"], cfg["heatmap_bins"], cfg["sigma"],
-                      cfg["resnet_depth"])
+    return I2LMeshNet(len(cfg["joint_names"]), cfg["num_vertices"], cfg["heatmap_bins"], cfg["sigma"])
 
 
 def validate_checkpoint(path: Path, variant: str) -> None:

@@ -64,7 +64,7 @@ class SpinNet(ResNet):
     """SPIN's ``HMR`` module; ``forward`` -> rotation matrices (N,24,3,3), betas (N,10), camera (N,3)."""
 
     def __init__(self, iterations: int = 3):
-        super().__init__(50, num_classes=None)
+        super().__init__()
         self.iterations = iterations
         width = self.num_features + NUM_POSE_6D + 10 + 3
         self.fc1 = nn.Linear(width, 1024)
@@ -200,14 +200,14 @@ class SpinPredictor(BodyPredictor):
         ul, br = crop_corners(centre, scale, self.crop_size)
         crop = crop_image(image, ul, br, self.crop_size)
         region = np.concatenate([ul, br]).astype(np.float64)
-        return PersonCrop(normalise(crop), region, {"centre": centre, "scale": scale, "crop": crop})
+        return PersonCrop(normalise(crop), region, {})
 
     def regress(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         rotmat, betas, cam = self.net(x)
         body = self.smpl(betas, rotmat)
         pose = rotmat_to_axis_angle(rotmat)
         return {"global_orient": pose[:, 0], "body_pose": pose[:, 1:].reshape(len(x), -1), "betas": betas,
-                "cam": cam, "joints3d": body.joints, "vertices": body.vertices, "rotmat": rotmat}
+                "cam": cam, "joints3d": body.joints, "vertices": body.vertices}
 
     def to_image(self, crop: PersonCrop, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         s, tx, ty = out["cam"]

@@ -1,4 +1,4 @@
-"""ResNet (He et al., 2016) in torchvision's layout, without importing torchvision.
+"""ResNet-50 (He et al., 2016) in torchvision's layout, without importing torchvision.
 
 Module and parameter names are torchvision's (``conv1``, ``bn1``,
 ``layer1.0.conv1``, ``layer1.0.downsample.0``, ``fc`` ...), so official
@@ -7,9 +7,8 @@ key for key. Post-activation units; the stride of a stage sits in its first
 unit, on the 3x3 convolution of a bottleneck (torchvision >= 0.2, "ResNet
 v1.5"). BatchNorm eps 1e-5.
 
-``ResNet(..., num_classes=None)`` has no ``fc`` and ``forward`` returns the
-pooled features; ``forward_features`` returns the last feature map for
-methods that put their own heads on it.
+The trunk only (SPIN and I2L-MeshNet put their own heads on it): no ``fc``;
+``forward`` returns the pooled features. ``BasicBlock`` serves HRNet and SRN.
 """
 from __future__ import annotations
 
@@ -63,46 +62,37 @@ class Bottleneck(nn.Module):
         return F.relu(y + (x if self.downsample is None else self.downsample(x)))
 
 
-ARCHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
-    18: (BasicBlock, (2, 2, 2, 2)),
-    34: (BasicBlock, (3, 4, 6, 3)),
-    50: (Bottleneck, (3, 4, 6, 3)),
-    101: (Bottleneck, (3, 4, 23, 3)),
-    152: (Bottleneck, (3, 8, 36, 3)),
-}
+UNITS = (3, 4, 6, 3)  # bottleneck units per stage of ResNet-50
 
 
 class ResNet(nn.Module):
-    """torchvision-layout ResNet; ``ResNet(50)`` is ``resnet50``'s module tree."""
+    """``torchvision.models.resnet50``'s module tree without its ``fc`` classifier."""
 
-    def __init__(self, depth: int = 50, num_classes: int | None = 1000):
+    def __init__(self):
         super().__init__()
-        if depth not in ARCHS:
-            raise ValueError(f"ResNet depth {depth} is not one of {sorted(ARCHS)}")
-        block, units = ARCHS[depth]
-        self.depth = depth
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         cin = 64
-        for i, (n, width) in enumerate(zip(units, (64, 128, 256, 512)), start=1):
+        for i, (n, width) in enumerate(zip(UNITS, (64, 128, 256, 512)), start=1):
             stride = 1 if i == 1 else 2
-            cout = width * block.expansion
+            cout = width * Bottleneck.expansion
             down = None
             if stride != 1 or cin != cout:
                 down = nn.Sequential(_conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
-            layers = [block(cin, width, stride, down)]
-            layers += [block(cout, width) for _ in range(n - 1)]
+            layers = [Bottleneck(cin, width, stride, down)]
+            layers += [Bottleneck(cout, width) for _ in range(n - 1)]
             setattr(self, f"layer{i}", nn.Sequential(*layers))
             cin = cout
         self.num_features = cin
-        self.fc = nn.Linear(cin, num_classes) if num_classes else None
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N,3,H,W) -> the layer4 map (N, C, H/32, W/32)."""
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.max_pool2d(x, 3, 2, padding=1)
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> the max-pooled stem output (N, 64, H/4, W/4)."""
+        return F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, padding=1)
+
+    def stages(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem output (N, 64, h, w) -> the layer4 map (N, 2048, h/8, w/8)."""
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_features(x).mean(dim=(2, 3))
-        return x if self.fc is None else self.fc(x)
+        """(N, 3, H, W) -> pooled layer4 features (N, 2048)."""
+        return self.stages(self.stem(x)).mean(dim=(2, 3))
