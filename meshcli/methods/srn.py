@@ -612,18 +612,15 @@ class SrnPredictor(Predictor):
     def joints_uvd(self, stage: np.ndarray, prepared: HandCrop) -> np.ndarray:
         """Normalised stage output (J,3) -> (u, v, d) in the working (maybe mirrored) frame, float32.
 
-        The official float32 steps: crop pixel = (p + 1) * S/2, depth = p_d * cube/2
-        + centre depth, then the inverse of M taken in float32.
+        u, v: [-1, 1] spans the crop's pixels, which M's inverse takes back to the frame;
+        d: [-1, 1] spans the cube's depth about the centre depth.
         """
-        p = torch.from_numpy(np.asarray(stage, np.float32))
-        half_size = self.config["input_size"] / 2
-        crop_uv = (p[:, :2] + 1) * half_size
-        d = p[:, 2] * (torch.tensor(self.cube, dtype=torch.float32) / 2.0) \
-            + torch.tensor(np.float32(prepared.centre_depth))
-        inv = torch.inverse(torch.from_numpy(prepared.M).float())
-        uv1 = torch.cat((crop_uv, torch.ones(len(p), 1)), dim=1)
-        uv = torch.matmul(inv, uv1.unsqueeze(-1)).squeeze(-1)[:, :2]
-        return torch.cat((uv, d.unsqueeze(1)), dim=1).numpy()
+        p = np.asarray(stage, np.float32)
+        crop_px = (p[:, :2] + 1) * np.float32(self.config["input_size"] / 2)
+        to_frame = np.linalg.inv(prepared.M).astype(np.float32)
+        uv = crop_px @ to_frame[:2, :2].T + to_frame[:2, 2]
+        d = p[:, 2] * np.float32(self.cube / 2.0) + np.float32(prepared.centre_depth)
+        return np.column_stack([uv, d])
 
     def _to_image(self, uvd: np.ndarray, width: int) -> np.ndarray:
         """Working frame -> input image frame (undo the mirror)."""
