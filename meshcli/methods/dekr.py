@@ -379,7 +379,7 @@ def nms_keep(coords: torch.Tensor, heat_score: torch.Tensor, threshold: float, n
     reach = threshold * span.norm(dim=1)
     joint_dist = (coords[:, None] - coords[None]).norm(dim=3)
     covers = (joint_dist < reach[:, None, None]).sum(2) > num_threshold
-    # A zero-size pose covers nobody, not even itself (the official code fails there): it covers only itself.
+    # A zero-size pose covers nobody, not even itself (the official code fails there): it is kept on its own.
     covers |= torch.diag(~covers.any(1))
     pick = torch.where(covers, heat_score[None], torch.tensor(-torch.inf)).argmax(1).tolist()
     covers = covers.tolist()
