@@ -17,6 +17,9 @@ class MeshcliError(Exception):
         self.fix = fix
         super().__init__(self.line())
 
+    def __reduce__(self):  # rebuilt from its parts when it crosses processes (Ray workers)
+        return type(self), (self.path, self.cause, self.fix)
+
     def line(self) -> str:
         text = f"{self.path}: {self.cause}" if self.path else self.cause
         if self.fix:

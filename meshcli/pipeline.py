@@ -41,6 +41,9 @@ STAGES = ("decode", "preprocess", "model", "postprocess", "render", "encode")
 
 # Extra sinks per input, e.g. the pose command's COCO JSON: (input, out_dir, fields) -> Sink
 SinkFactory = Callable[[Input, Path, dict], Sink]
+# Called by the render thread as each input starts, and as it ends: (input, files written, frames, error or None)
+InputStart = Callable[[Input], None]
+InputEnd = Callable[[Input, list[Path], int, "MeshcliError | None"], None]
 
 
 @dataclass
@@ -90,7 +93,8 @@ class Pipeline:
 
     def __init__(self, predictor: Predictor, out_dir: str | Path = "meshcli_out", *, batch_size: int = 8,
                  annotate: bool = True, extra_sinks: list[SinkFactory] = (), queue_size: int | None = None,
-                 progress: "Progress | None" = None):
+                 progress: "Progress | None" = None, on_input_start: InputStart | None = None,
+                 on_input_end: InputEnd | None = None):
         self.predictor = predictor
         self.out_dir = Path(out_dir)
         self.batch_size = max(1, batch_size)
@@ -98,23 +102,29 @@ class Pipeline:
         self.extra_sinks = list(extra_sinks)
         self.queue_size = queue_size or 2 * self.batch_size
         self.progress = progress or Progress(enabled=False)
+        self.on_input_start = on_input_start
+        self.on_input_end = on_input_end
 
     def extensions(self) -> set[str]:
         custom = getattr(self.predictor, "file_extensions", None)
         return set(custom) if custom else IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
-    def run(self, args: list[str]) -> RunSummary:
-        """Process every input; returns what was written and what failed."""
+    def run(self, args: list[str | Input]) -> RunSummary:
+        """Process every input (arguments, or inputs already expanded); returns what was written and what failed."""
         summary = RunSummary()
         for _ in self.stream(args, summary):
             pass
         return summary
 
-    def stream(self, args: list[str], summary: RunSummary | None = None) -> Iterator[tuple[Input, Frame, FrameResult]]:
+    def stream(self, args: list[str | Input], summary: RunSummary | None = None
+               ) -> Iterator[tuple[Input, Frame, FrameResult]]:
         """Yield (input, frame, result) as they are produced; outputs are written as a side effect."""
         summary = summary if summary is not None else RunSummary()
         self._check_out_dir()
-        inputs, errors = expand_inputs(args, self.extensions())
+        if args and all(isinstance(a, Input) for a in args):  # expanded by a batch engine, names already unique
+            inputs, errors = list(args), []
+        else:
+            inputs, errors = expand_inputs(args, self.extensions())
         summary.failures.extend(errors)
         start = time.perf_counter()
         decoded: queue.Queue = queue.Queue(self.queue_size)
@@ -253,7 +263,9 @@ class Pipeline:
                     return
                 try:
                     if isinstance(msg, _Start):
-                        current, sinks = msg, []
+                        current, sinks, first_written, frames = msg, [], len(summary.written), 0
+                        if self.on_input_start is not None:
+                            self.on_input_start(msg.input)
                         self._open_sinks(msg, sinks)
                         self.progress.start_input(msg.input, msg.num_frames)
                     elif isinstance(msg, _Item):
@@ -271,6 +283,7 @@ class Pipeline:
                         times.add("render", t1 - t0)
                         times.add("encode", time.perf_counter() - t1)
                         times.frames += 1
+                        frames += 1
                         self.progress.advance()
                         _put(results, (current.input, msg.frame, msg.result), stop)
                     elif isinstance(msg, _End):
@@ -279,6 +292,8 @@ class Pipeline:
                         for sink in sinks:
                             summary.written.extend(sink.close())
                         sinks = []
+                        if self.on_input_end is not None:
+                            self.on_input_end(msg.input, summary.written[first_written:], frames, None)
                         self.progress.end_input(msg.input, ok=True)
                 except Exception as err:  # noqa: BLE001 - any failure ends this input only
                     self._abort(sinks, summary, _as_error(err, current.input if current else None,
@@ -293,6 +308,8 @@ class Pipeline:
         summary.failures.append(err)
         if current is not None:
             self.progress.end_input(current.input, ok=False)
+            if self.on_input_end is not None:
+                self.on_input_end(current.input, [], 0, err)
 
     def _open_sinks(self, start: _Start, sinks: list[Sink]) -> None:
         """Append the input's sinks to ``sinks`` one by one, so a failure can abort those already made."""

@@ -100,6 +100,49 @@ def write_video(path: Path, frames: int = 10, fps: int = 12, size=(64, 48), audi
     return path
 
 
+def real_clip(path: Path, frames: int, width: int | None = None) -> Path:
+    """The first frames of the shipped real clip, re-encoded (optionally scaled to ``width``): the whole clip
+    takes minutes on 2 CPU cores."""
+    import av
+
+    with av.open(str(REPO / "examples" / "multi_person_demo.mp4")) as real, av.open(str(path), "w") as out:
+        stream_in = real.streams.video[0]
+        w = width or stream_in.width
+        h = 2 * round(stream_in.height * w / stream_in.width / 2)
+        stream = out.add_stream("libx264", rate=stream_in.average_rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for k, frame in enumerate(real.decode(stream_in)):
+            if k == frames:
+                break
+            frame = frame.reformat(width=w, height=h, format="yuv420p")
+            frame.pts, frame.time_base = k, 1 / stream_in.average_rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the whole test session: 2 CPUs on 127.0.0.1, workers importing this checkout."""
+    ray = pytest.importorskip("ray")
+    import os
+
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), old) if p)  # inherited by Ray's workers
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             logging_level="WARNING")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
 def video_facts(path: Path) -> dict:
     import av
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from meshcli.cli import app
 
-from conftest import FIXTURES, PARITY, REPO, need_shared, video_facts
+from conftest import FIXTURES, PARITY, REPO, need_shared, real_clip, video_facts
 from joint_scores import LIMIT, joint_score_error, record_heatmaps
 
 CASES = ("dekr-w32-coco", "dekr-w32-coco-ctrbias")
@@ -143,7 +143,7 @@ def test_bad_inputs_fail_alone_through_the_cli(tmp_path):
     for bad in (missing, empty, text, folder, cut):
         assert sum(bad.name in line for line in errors) == 1, (bad, errors)
     assert "5 input(s) or file(s) failed" in run.output
-    assert sorted(p.name for p in out.iterdir()) == ["good.coco.json", "good.jpg", "good.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["good.coco.json", "good.jpg", "good.npz", "meshcli_run"]
     assert bool(np.load(out / "good.npz")["untrained"])
 
 
@@ -160,23 +160,8 @@ def test_readme_quick_start_main_job_runs_as_written(tmp_path):
 
 
 def test_real_video_end_to_end(tmp_path):
-    """The first 8 frames of the shipped real clip (re-encoded: the whole clip takes minutes on 2 CPU cores)."""
-    import av
-
-    src = tmp_path / "people.mp4"
-    with av.open(str(REPO / "examples" / "multi_person_demo.mp4")) as real, av.open(str(src), "w") as out:
-        stream_in = real.streams.video[0]
-        stream = out.add_stream("libx264", rate=stream_in.average_rate)
-        stream.width, stream.height, stream.pix_fmt = stream_in.width, stream_in.height, "yuv420p"
-        for k, frame in enumerate(real.decode(stream_in)):
-            if k == 8:
-                break
-            frame = frame.reformat(format="yuv420p")
-            frame.pts, frame.time_base = k, 1 / stream_in.average_rate
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    """The first 8 frames of the shipped real clip."""
+    src = real_clip(tmp_path / "people.mp4", 8)
     out = tmp_path / "out"
     run = meshcli("pose", src, "--random-weights", "--batch-size", "4", "--out", out)
     assert run.exit_code == 0, run.output

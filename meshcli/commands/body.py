@@ -24,10 +24,11 @@ from .common import (
     RandomWeights,
     Variant,
     Weights,
+    batch_command,
     choose_method,
     err_console,
     guarded,
-    run_and_report,
+    hand_to_engine,
 )
 from .pose import rescore_options
 
@@ -88,6 +89,7 @@ class MeshSink(FilesSink):
 def register(app: typer.Typer) -> None:
     @app.command(no_args_is_help=True)
     @guarded
+    @batch_command
     def body(
         inputs: Inputs,
         method: Annotated[str, typer.Option("--method", "-m", help=", ".join(methods_for("body")))] = "hmr",
@@ -160,4 +162,4 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"mesh overlay: {renderer.backend}"
                               + (f" ({renderer.fallback_reason})" if renderer.fallback_reason else ""))
         sinks = [lambda inp, out_dir, fields: MeshSink(out_dir / f"{inp.name}_meshes", predictor.smpl.faces)]
-        run_and_report(predictor, inputs, out, batch_size, annotate, quiet, sinks if save_mesh else [])
+        hand_to_engine(predictor, out, batch_size, annotate, sinks if save_mesh else [])

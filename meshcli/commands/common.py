@@ -1,9 +1,14 @@
 """Options and the run/report step shared by every task command."""
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import torch
 import typer
 from rich.console import Console
 
@@ -11,7 +16,9 @@ from .. import weights as store
 from ..errors import MeshcliError
 from ..methods import method_module, methods_for
 from ..methods.base import choose_variant
-from ..pipeline import Pipeline, Progress, RunSummary, SinkFactory
+from ..engine import BatchOptions, BatchReport, Job, read_inputs_from, run_batch
+from ..engine.ledger import settings_of
+from ..pipeline import SinkFactory
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -46,21 +53,94 @@ def fail(err: MeshcliError, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
-def run_and_report(predictor, inputs: list[str], out: Path, batch_size: int, annotate: bool, quiet: bool,
-                   extra_sinks: list[SinkFactory] = ()) -> RunSummary:
-    """Run the pipeline, print what was written and what failed; exit non-zero on any failure."""
-    pipeline = Pipeline(predictor, out, batch_size=batch_size, annotate=annotate, extra_sinks=extra_sinks,
-                        progress=Progress(enabled=not quiet))
-    summary = pipeline.run(inputs)
-    if not quiet:
-        for path in summary.written:
+# A command's body ends by handing its predictor to the batch engine (``hand_to_engine``); the engine
+# then runs the inputs in this process (local) or has each Ray worker run the body to build its own.
+_COMMANDS: dict[str, Callable] = {}  # command name -> its undecorated body
+_HANDOVER: contextvars.ContextVar[list | None] = contextvars.ContextVar("meshcli_handover", default=None)
+
+Engine = Annotated[str, typer.Option("--engine", help="local (this process) or ray (workers on a Ray cluster; "
+                                     'needs `pip install "meshcli\\[ray]"`).', rich_help_panel="Batch")]
+RayAddress = Annotated[str | None, typer.Option(
+    "--ray-address", help="Ray cluster to run on (default: the one `ray start` runs on this machine, else a "
+    "local Ray started for the run).", show_default=False, rich_help_panel="Batch")]
+Workers = Annotated[int | None, typer.Option(
+    "--workers", min=1, help="Ray workers, each holding one loaded model (default: one per GPU, or one per 2 "
+    "CPUs without GPUs).", show_default=False, rich_help_panel="Batch")]
+GpusPerWorker = Annotated[float | None, typer.Option(
+    "--gpus-per-worker", min=0, help="GPUs each Ray worker holds (default: 1 when the cluster has GPUs).",
+    show_default=False, rich_help_panel="Batch")]
+InputsFrom = Annotated[Path | None, typer.Option(
+    "--inputs-from", help="A text file of inputs, one path per line (# comments and blank lines skipped).",
+    show_default=False, rich_help_panel="Batch")]
+Resume = Annotated[bool, typer.Option(
+    "--resume", help="Skip inputs that OUT/meshcli_run/ records as done with the same settings and whose outputs "
+    "are intact; run the rest.", rich_help_panel="Batch")]
+BATCH_OPTIONS = {"engine": (Engine, "local"), "ray_address": (RayAddress, None), "workers": (Workers, None),
+                 "gpus_per_worker": (GpusPerWorker, None), "inputs_from": (InputsFrom, None), "resume": (Resume, False)}
+
+
+def hand_to_engine(predictor, out: Path, batch_size: int, annotate: bool, extra_sinks: list[SinkFactory] = ()) -> None:
+    """The end of a task command's body: the batch engine takes the predictor and runs the inputs."""
+    _HANDOVER.get().append((predictor, Path(out), batch_size, annotate, list(extra_sinks)))
+
+
+def build_job(command: str, options: dict[str, Any]) -> Job:
+    """Run a command's body up to its handover: its predictor, built once in this process."""
+    if command not in _COMMANDS:
+        from .. import cli  # noqa: F401 - a fresh Ray worker: registering the commands fills _COMMANDS
+    handed: list = []
+    token = _HANDOVER.set(handed)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # --random-weights: the same untrained network in every process and worker
+            _COMMANDS[command](**options)
+    finally:
+        _HANDOVER.reset(token)
+    predictor, out, batch_size, annotate, extra_sinks = handed[0]
+    return Job(predictor, out, batch_size, annotate, extra_sinks, settings_of(command, predictor, options))
+
+
+def batch_command(fn):
+    """Give a task command the batch options (--engine, --resume, ...) and run its inputs through an engine."""
+    _COMMANDS[fn.__name__] = fn
+
+    @functools.wraps(fn)
+    def command(*, engine: str, ray_address, workers, gpus_per_worker, inputs_from, resume, **options):
+        options["inputs"] = [*(options.get("inputs") or []), *read_inputs_from(inputs_from)]
+        # workers may run elsewhere: every path they get is absolute
+        options = {k: v.absolute() if isinstance(v, Path) else v for k, v in options.items()}
+        batch = BatchOptions(engine, ray_address, workers, gpus_per_worker, resume, options["quiet"])
+        report = run_batch(functools.partial(build_job, fn.__name__, options), options["inputs"],
+                           options["out"], batch)
+        print_report(report, batch)
+
+    signature = inspect.signature(fn, eval_str=True)
+    params = [p.replace(default=None) if p.name == "inputs" else p for p in signature.parameters.values()]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+               for name, (annotation, default) in BATCH_OPTIONS.items()]
+    command.__signature__ = signature.replace(parameters=params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
+
+
+def print_report(report: BatchReport, batch: BatchOptions) -> None:
+    """What was written, skipped, retried and failed; exit 1 on any failure."""
+    if not batch.quiet:
+        for path in report.written:
             err_console.print(f"wrote {path}")
-    if summary.failures:
-        for failure in summary.failures:
+        if report.startup is not None:
+            err_console.print(f"ray: workers ready in {report.startup:.1f} s; {report.frames} frames in "
+                              f"{report.wall:.1f} s")
+    for retried in report.retried:
+        err_console.print(f"retried {retried}")
+    if batch.resume or report.retried or not batch.quiet:
+        err_console.print(f"{len(report.done)} done, {len(report.skipped)} skipped (done before), "
+                          f"{len(report.failures)} failed")
+    if report.failures:
+        for failure in report.failures:
             err_console.print(f"[red]error:[/red] {failure.line()}", markup=True)
-        err_console.print(f"{len(summary.failures)} input(s) or file(s) failed; the others finished.")
+        err_console.print(f"{len(report.failures)} input(s) or file(s) failed; the others finished.")
         raise typer.Exit(1)
-    return summary
 
 
 def guarded(fn):

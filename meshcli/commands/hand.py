@@ -18,9 +18,10 @@ from .common import (
     RandomWeights,
     Variant,
     Weights,
+    batch_command,
     choose_method,
     guarded,
-    run_and_report,
+    hand_to_engine,
 )
 from .evaluate import eval_app
 
@@ -31,6 +32,7 @@ DepthInputs = Annotated[list[str], typer.Argument(
 def register(app: typer.Typer) -> None:
     @app.command(no_args_is_help=True)
     @guarded
+    @batch_command
     def hand(
         inputs: DepthInputs,
         method: Annotated[str, typer.Option("--method", "-m", help="srn")] = "srn",
@@ -75,7 +77,7 @@ def register(app: typer.Typer) -> None:
                                      intrinsics=intrinsics, depth_format=depth_format, depth_scale=depth_scale,
                                      centre=centre, centres=centres, centres_format=centres_format, cube=cube,
                                      mirror=mirror, order=order)
-        run_and_report(predictor, inputs, out, batch_size, annotate, quiet)
+        hand_to_engine(predictor, out, batch_size, annotate)
 
     eval_app.command("hand")(eval_hand)
 

@@ -21,9 +21,10 @@ from .common import (
     RandomWeights,
     Variant,
     Weights,
+    batch_command,
     choose_method,
     guarded,
-    run_and_report,
+    hand_to_engine,
 )
 
 COCO_ID = re.compile(r"^0*(\d+)$")
@@ -74,6 +75,7 @@ def parse_scales(text: str) -> tuple[float, ...]:
 def register(app: typer.Typer) -> None:
     @app.command(no_args_is_help=True)
     @guarded
+    @batch_command
     def pose(
         inputs: Inputs,
         method: Annotated[str, typer.Option("--method", "-m", help="dekr")] = "dekr",
@@ -102,4 +104,4 @@ def register(app: typer.Typer) -> None:
         predictor = module.Predictor(path, variant=variant, device=resolve_device(device),
                                      scales=parse_scales(scales), flip=flip, nms_threshold=nms_threshold,
                                      **rescore_options(variant, rescore, rescore_weights, random_weights))
-        run_and_report(predictor, inputs, out, batch_size, annotate, quiet, [coco_sink(module)])
+        hand_to_engine(predictor, out, batch_size, annotate, [coco_sink(module)])

@@ -52,37 +52,40 @@ def expand_inputs(args: list[str], extensions: set[str] | None = None) -> tuple[
     errors: list[MeshcliError] = []
     for arg in args:
         try:
-            inputs.append(_expand_one(arg, extensions))
+            inputs.extend(_expand_one(arg, extensions))
         except MeshcliError as err:
             errors.append(err)
     _make_names_unique(inputs)
     return inputs, errors
 
 
-def _expand_one(arg: str, extensions: set[str]) -> Input:
+def _expand_one(arg: str, extensions: set[str]) -> list[Input]:
     path = Path(arg)
     image_exts = extensions - VIDEO_EXTENSIONS
     if any(ch in arg for ch in "*?[") and not path.exists():
-        files = sorted((Path(p) for p in globlib.glob(arg) if Path(p).suffix.lower() in image_exts
-                        and Path(p).is_file()), key=natural_key)
-        if not files:
-            raise MeshcliError(arg, "the pattern matches no image files",
-                               f"check the pattern; accepted extensions: {', '.join(sorted(image_exts))}")
-        return Input(arg, "images", _glob_name(arg), files)
+        matched = sorted((Path(p) for p in globlib.glob(arg) if Path(p).is_file()), key=natural_key)
+        # each video the pattern matches is an input of its own; the images together are one input
+        videos = [Input(str(p), "video", p.stem, [p]) for p in matched
+                  if p.suffix.lower() in VIDEO_EXTENSIONS & extensions]
+        files = [p for p in matched if p.suffix.lower() in image_exts]
+        if not files and not videos:
+            raise MeshcliError(arg, "the pattern matches no image or video files",
+                               f"check the pattern; accepted extensions: {', '.join(sorted(extensions))}")
+        return videos + ([Input(arg, "images", _glob_name(arg), files)] if files else [])
     if path.is_dir():
         files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in image_exts),
                        key=natural_key)
         if not files:
             raise MeshcliError(path, "the folder holds no image files",
                                f"point at a folder with {', '.join(sorted(image_exts))} files")
-        return Input(arg, "images", path.resolve().name, files)
+        return [Input(arg, "images", path.resolve().name, files)]
     if not path.exists():
         raise MeshcliError(path, "no such file or folder", "check the path")
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTENSIONS & extensions:
-        return Input(arg, "video", path.stem, [path])
+        return [Input(arg, "video", path.stem, [path])]
     if suffix in image_exts:
-        return Input(arg, "image", path.stem, [path])
+        return [Input(arg, "image", path.stem, [path])]
     raise MeshcliError(path, f"unsupported file type {suffix or '(no extension)'!r}",
                        f"give an image ({', '.join(sorted(image_exts))}), a folder"
                        + (f" or a video ({', '.join(sorted(VIDEO_EXTENSIONS & extensions))})"
