@@ -131,8 +131,15 @@ def ray_cluster():
 
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), old) if p)  # inherited by Ray's workers
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             logging_level="WARNING")
+    for attempt in range(3):  # Ray gives its raylet 30 s to register, which a loaded machine can miss
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     logging_level="WARNING")
+            break
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for this
+            ray.shutdown()
+            if "timed out during startup" not in str(err) or attempt == 2:
+                raise
     try:
         yield ray
     finally:
