@@ -15,6 +15,32 @@ PARITY = SHARED / "parity"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
+
+
+def _convex_rows(rng, rows, cols, per_row):
+    m = np.zeros((rows, cols))
+    for r in range(rows):
+        m[r, rng.choice(cols, per_row, replace=False)] = rng.uniform(0.2, 1.0, per_row)
+    return m / m.sum(1, keepdims=True)
+
+
+def synthetic_smpl(seed: int = 0, influences: int = 4) -> dict[str, np.ndarray]:
+    """Random arrays in SMPL's layout (the official file is licensed; this needs no download);
+    each vertex is skinned to ``influences`` joints."""
+    rng = np.random.default_rng(seed)
+    return {
+        "v_template": rng.normal(0, 0.3, (6890, 3)),
+        "shapedirs": rng.normal(0, 0.02, (6890, 3, 10)),
+        "posedirs": rng.normal(0, 0.01, (6890, 3, 207)),
+        "J_regressor": _convex_rows(rng, 24, 6890, 12),
+        "weights": _convex_rows(rng, 6890, 24, influences),
+        "kintree_table": np.array([[4294967295] + PARENTS[1:], list(range(24))], dtype=np.int64),
+        "f": rng.integers(0, 6890, (13776, 3)).astype(np.uint32),
+        "cocoplus_regressor": _convex_rows(rng, 19, 6890, 12),
+    }
+
+
 def need_shared() -> Path:
     """The parity tools live in ../shared; tests that need them skip on a bare clone."""
     if not (PARITY / "make_checkpoint.py").is_file():
