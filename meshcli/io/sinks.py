@@ -114,12 +114,15 @@ class NpzSink(Sink):
         self.names: list[str] = []
         self.sizes: list[tuple[int, int]] = []
         self.frame_info: dict[str, list] = {}
+        self.frame_times: list[float] = []  # video frames' timestamps
         self.num_frames = 0
 
     def write(self, frame, annotated, result):
         self.num_frames += 1
         self.names.append(frame.name)
         self.sizes.append(frame.image.shape[:2])
+        if frame.time is not None:
+            self.frame_times.append(frame.time)
         for key, value in result.info.items():
             self.frame_info.setdefault(key, []).append(value)
         # Rows are appended even when empty: a frame with nobody still fixes each key's dtype and shape.
@@ -145,6 +148,9 @@ class NpzSink(Sink):
                 extra.update({k: np.asarray(v) for k, v in self.fields.items()})
                 extra["files"] = np.asarray(self.fields.get("files", self.names))
                 extra["num_frames"] = np.int64(self.num_frames)
+                if self.frame_times and len(self.frame_times) == self.num_frames:
+                    # seconds from the first frame, as the annotated video is timed (variable rates kept)
+                    extra["frame_time"] = np.asarray(self.frame_times, np.float64) - self.frame_times[0]
                 sizes = np.asarray(self.sizes, np.int64).reshape(-1, 2)
                 # (H, W) of the input's frames; per frame only when they differ (image folders)
                 constant = len(sizes) > 0 and (sizes == sizes[0]).all()

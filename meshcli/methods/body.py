@@ -40,7 +40,7 @@ from ..device import resolve_device
 from ..errors import MeshcliError
 from ..render import MeshRenderer, weak_perspective_to_translation
 from ..smpl import SMPLModel, require_smpl
-from .base import Frame, FrameResult, Predictor, WeightsInfo, choose_variant
+from .base import Frame, FrameResult, Predictor, WeightsInfo, choose_variant, file_sha256
 
 CROP_CHUNK = 64  # crops per network call: bounds device memory whatever the frame batch holds
 # rows in original-image terms are float64 (pixels of large images); model outputs stay float32
@@ -102,10 +102,10 @@ class BodyPredictor(Predictor):
         self.weights = WeightsInfo.of(self._weights_file(weights))
         if not isinstance(smpl, SMPLModel):
             smpl = resolve_smpl(smpl)
-            self.smpl_name = smpl.name
+            self.smpl_name, self.smpl_sha256 = smpl.name, file_sha256(smpl)
             smpl = SMPLModel.from_file(smpl)
         else:
-            self.smpl_name = "(given)"
+            self.smpl_name, self.smpl_sha256 = "(given)", ""
         self.smpl = smpl.to(self.device)
         self.source = people or WholeFrame()
         self.save_vertices = save_vertices
@@ -193,7 +193,8 @@ class BodyPredictor(Predictor):
 
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
-        meta.update({"detector": self.source.name, "smpl": self.smpl_name, "renderer": self.renderer.backend,
+        meta.update({"detector": self.source.name, "smpl": self.smpl_name,
+                     "smpl_sha256": self.smpl_sha256, "renderer": self.renderer.backend,
                      "joint_names": np.array(self.joint_names), "crop_size": self.crop_size})
         return meta
 
