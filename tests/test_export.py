@@ -320,7 +320,8 @@ def test_tracks(made, tmp_path):
     run = meshcli("export", tracked, "--format", "bvh", "--smpl", made["sparse"], "--out", tmp_path / "all")
     assert run.exit_code == 0, run.output
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["tracked_track3.bvh", "tracked_track7.bvh"]
-    run = meshcli("export", tracked, "--format", "bvh", "--track", "7", "--smpl", made["sparse"], "--out", tmp_path / "7")
+    run = meshcli("export", tracked, "--format", "bvh", "--track", "7", "--smpl", made["sparse"],
+                  "--out", tmp_path / "7")
     assert run.exit_code == 0, run.output
     assert [p.name for p in (tmp_path / "7").iterdir()] == ["tracked_track7.bvh"]
     names, positions = bvh_joint_positions((tmp_path / "7" / "tracked_track7.bvh").read_text())

@@ -60,7 +60,8 @@ class BodyModel:
 
     def pose_offsets(self, rotations: np.ndarray) -> np.ndarray:
         """(F, 24, 3, 3) -> (F, V, 3): the pose corrective displacement of each rest vertex."""
-        return np.einsum("vck,fk->fvc", self.pose_dirs, self.pose_features(rotations))
+        features = self.pose_features(rotations)
+        return (features @ self.pose_dirs.reshape(-1, features.shape[1]).T).reshape(len(rotations), -1, 3)
 
     def chain(self, rest: RestBody, rotations: np.ndarray) -> np.ndarray:
         """World transforms (F, 24, 4, 4) of the joints: each joint rotates about its rest position."""
@@ -82,7 +83,11 @@ class BodyModel:
         # skinning moves rest-space points: undo each joint's rest position first
         skinning = world.copy()
         skinning[:, :, :3, 3] -= np.einsum("fjab,jb->fja", world[:, :, :3, :3], rest.joints)
-        blended = np.einsum("vj,fjab->fvab", self.skin_weights if weights is None else weights, skinning[:, :, :3])
+        weights = self.skin_weights if weights is None else weights
+        frames = len(rotations)
+        # each vertex's blended (3, 4) transform: a (V, 24) x (24, F * 12) product
+        blended = (weights @ skinning[:, :, :3].transpose(1, 0, 2, 3).reshape(NUM_JOINTS, -1))
+        blended = blended.reshape(-1, frames, 3, 4).transpose(1, 0, 2, 3)
         corrected = rest.vertices + self.pose_offsets(rotations)
         vertices = np.einsum("fvab,fvb->fva", blended[..., :3], corrected) + blended[..., 3]
         return PosedBody(vertices, world[:, :, :3, 3], world)

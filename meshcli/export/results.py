@@ -83,7 +83,8 @@ class Results:
         """
         frame_index = np.asarray(self.data["frame_index"], np.int64)
         if which != "all" and not which.lstrip("-").isdigit():
-            raise MeshcliError(None, f"--track {which} is neither a track id nor 'all'", "e.g. --track 0 or --track all")
+            raise MeshcliError(None, f"--track {which} is neither a track id nor 'all'",
+                               "e.g. --track 0 or --track all")
         if "track_id" in self.data:
             ids = np.asarray(self.data["track_id"], np.int64)
         else:
@@ -110,7 +111,8 @@ class Results:
             rows = rows[np.argsort(frame_index[rows], kind="stable")]
             frames = frame_index[rows]
             if np.any(np.diff(frames) == 0):
-                raise MeshcliError(self.path, f"track {track_id} has two rows in frame {frames[np.diff(frames) == 0][0]}",
+                twice = frames[1:][np.diff(frames) == 0][0]
+                raise MeshcliError(self.path, f"track {track_id} has two rows in frame {twice}",
                                    "a track holds one person: re-run tracking")
             if frames.max() >= len(times):
                 raise MeshcliError(self.path, f"row frame_index {frames.max()} is past the input's {len(times)} frames",

@@ -36,7 +36,8 @@ def encode(results: Results, rows: np.ndarray) -> bytes:
     for key in keys:
         if results[key].shape[1:] != (len(names), len(COMPONENTS[key])):
             raise MeshcliError(results.path, f"'{key}' has shape {results[key].shape[1:]} but 'joint_names' "
-                                             f"names {len(names)} joints", "the NPZ is inconsistent; re-run the command")
+                                             f"names {len(names)} joints",
+                               "the NPZ is inconsistent; re-run the command")
     header = ["frame", "time", "track_id", "score"]
     header += [f"{name}_{c}" for key in keys for name in names for c in COMPONENTS[key]]
     frames = np.asarray(results["frame_index"])[rows]
