@@ -287,19 +287,46 @@ def test_csv_columns_are_the_joint_names(made, tmp_path):
     assert float(row[f"{names[2]}_u"]) == pytest.approx(npz["joints2d"][k, 2, 0], rel=1e-6)
 
 
+def test_pose_csv_without_frame_times(tmp_path):
+    """A pose NPZ's keypoints (x, y, score) and person scores; times from fps when frame_time is absent."""
+    rng = np.random.default_rng(0)
+    names = np.array(["nose", "left_eye", "right_eye"])
+    keypoints = rng.uniform(0, 100, (4, 3, 3))
+    np.savez(tmp_path / "pose.npz", frame_index=np.array([0, 0, 2, 5]), keypoints=keypoints,
+             scores=np.array([0.9, 0.5, 0.7, 0.2]), joint_names=names, fps=25.0, num_frames=6)
+    run = meshcli("export", tmp_path / "pose.npz", "--format", "csv", "--out", tmp_path)
+    assert run.exit_code == 0, run.output
+    assert "no per-frame 'frame_time': times are frame index / 25 fps" in oneline(run)
+    with open(tmp_path / "pose.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert list(table[0])[4:] == [f"{n}_{c}" for n in names for c in ("x", "y", "score")]
+    assert [r["time"] for r in table] == ["0.000000", "0.000000", "0.080000", "0.200000"]
+    assert [float(r["score"]) for r in table] == [0.9, 0.5, 0.7, 0.2]
+    assert float(table[2]["right_eye_score"]) == pytest.approx(keypoints[2, 2, 2], rel=1e-6)
+    text = oneline(meshcli("export", tmp_path / "pose.npz", "--format", "csv", "--track", "0", "--out", tmp_path))
+    assert "frames hold several people and the NPZ has no 'track_id'" in text
+
+
 def test_obj_sequence_is_what_save_mesh_writes(made, tmp_path):
-    # from the parameters and SMPL (no vertices in this NPZ), and from stored vertices
+    # from the parameters and SMPL (this NPZ has no vertices): the same files as --save-mesh
     run = meshcli("export", made["one"], "--format", "obj", "--smpl", made["sparse"], "--out", tmp_path / "p")
     assert run.exit_code == 0, run.output
-    run = meshcli("export", made["two"], "--format", "obj", "--track", "all", "--smpl", made["sparse"],
-                  "--out", tmp_path / "v")
-    assert run.exit_code != 0  # two people per frame, no track_id
     for k in range(5):
         saved = (made["meshes"] / f"{k:06d}_00.obj").read_text().splitlines()
         exported = (tmp_path / "p" / "clip_track0" / f"{k:06d}.obj").read_text().splitlines()
         assert [line for line in exported if line[0] == "f"] == [line for line in saved if line[0] == "f"]
         v = [np.array([line.split()[1:] for line in lines if line[0] == "v"], float) for lines in (saved, exported)]
         np.testing.assert_allclose(v[1], v[0], atol=2e-6)
+    # from stored vertices (--save-vertices), one track of two
+    npz = np.load(made["two"])
+    tracked = with_track_ids(made["two"], tmp_path / "tracked.npz", [0, 1] * 5)
+    run = meshcli("export", tracked, "--format", "obj", "--track", "1", "--smpl", made["sparse"],
+                  "--out", tmp_path / "v")
+    assert run.exit_code == 0, run.output
+    assert sorted(p.name for p in (tmp_path / "v" / "tracked_track1").iterdir()) == [f"{k:06d}.obj" for k in range(5)]
+    lines = (tmp_path / "v" / "tracked_track1" / "000003.obj").read_text().splitlines()
+    v = np.array([line.split()[1:] for line in lines if line[0] == "v"], float)
+    np.testing.assert_allclose(v, npz["vertices"][7] + npz["cam_t"][7], atol=2e-6)
 
 
 def with_track_ids(src: Path, dst: Path, ids) -> Path:

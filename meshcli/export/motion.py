@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import MeshcliError
 from ..methods.base import file_sha256
+from ..methods.body import resolve_smpl
 from ..smpl import load_smpl
 from .body_model import BodyModel, RestBody, pose_rotations
 from .results import Results, Track
@@ -41,8 +42,6 @@ class BodyMotion:
 
 def load_body_model(results: Results, smpl: Path | None) -> BodyModel:
     """The SMPL model the NPZ was made with: ``--smpl`` or the store's, checked against the NPZ's record."""
-    from ..methods.body import resolve_smpl
-
     path = resolve_smpl(smpl)
     recorded, recorded_sha = results.text("smpl", "(unknown)"), results.text("smpl_sha256")
     if not recorded_sha:
