@@ -69,8 +69,7 @@ class BodyModel:
         local = np.zeros((frames, NUM_JOINTS, 4, 4))
         local[:, :, :3, :3] = rotations
         local[:, :, 3, 3] = 1
-        offsets = rest.joints - np.where(self.parents[:, None] >= 0, rest.joints[self.parents], 0)
-        local[:, :, :3, 3] = offsets
+        local[:, :, :3, 3] = joint_offsets(rest.joints, self.parents)
         world = np.empty_like(local)
         world[:, 0] = local[:, 0]
         for j in range(1, NUM_JOINTS):
@@ -91,6 +90,11 @@ class BodyModel:
         corrected = rest.vertices + self.pose_offsets(rotations)
         vertices = np.einsum("fvab,fvb->fva", blended[..., :3], corrected) + blended[..., 3]
         return PosedBody(vertices, world[:, :, :3, 3], world)
+
+
+def joint_offsets(joints: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """(24, 3) each joint's position relative to its parent's (the root's: its own position)."""
+    return joints - np.where(parents[:, None] >= 0, joints[parents], 0)
 
 
 def axis_angle_to_matrix(axis_angle: np.ndarray) -> np.ndarray:

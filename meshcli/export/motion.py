@@ -16,7 +16,7 @@ from ..errors import MeshcliError
 from ..methods.base import file_sha256
 from ..methods.body import resolve_smpl
 from ..smpl import load_smpl
-from .body_model import BodyModel, RestBody, pose_rotations
+from .body_model import BodyModel, RestBody, joint_offsets, pose_rotations
 from .results import Results, Track
 
 PARAMETERS = ("global_orient", "body_pose", "betas")
@@ -36,8 +36,8 @@ class BodyMotion:
 
     @property
     def offsets(self) -> np.ndarray:
-        """(24, 3) each joint's rest position relative to its parent (the root's: its rest position)."""
-        return self.rest.joints - np.concatenate([[np.zeros(3)], self.rest.joints[self.parents[1:]]])
+        """(24, 3) each joint's rest position relative to its parent's."""
+        return joint_offsets(self.rest.joints, self.parents)
 
 
 def load_body_model(results: Results, smpl: Path | None) -> BodyModel:
