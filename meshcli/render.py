@@ -174,20 +174,30 @@ class MeshRenderer:
         verts = [np.asarray(v, dtype=np.float64) + np.asarray(t, dtype=np.float64).reshape(1, 3)
                  for v, t in zip(vertices, np.asarray(cam_t).reshape(-1, 3))]
         rgb = [colours[k] if colours is not None else colour(k) for k in range(len(verts))]
-        if not verts:
-            return image.copy()
+        out = image.copy()
         with self._lock:
-            if self.backend != "wireframe":
-                try:
-                    rgba = self._render_gl(w, h, verts, rgb, fx, fy, cx, cy).astype(np.float32)
-                    # Over a transparent black background the multisampled colour comes out
-                    # premultiplied by its coverage (alpha): blend it as such for smooth edges.
-                    a = self.opacity * rgba[..., 3:] / 255.0
-                    out = image.astype(np.float32) * (1.0 - a) + self.opacity * rgba[..., :3]
-                    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-                except Exception as err:  # noqa: BLE001 - any GL failure: say why and keep going
-                    self._give_up_gl(f"{self.backend} rendering failed ({type(err).__name__}: {err})")
-            return self._paint(image, verts, rgb, fx, fy, cx, cy)
+            # Only the pixels people cover are drawn: each group of people whose projected boxes overlap
+            # (only they can hide one another) is rendered in a viewport around the group's box.
+            for (x0, y0, x1, y1), members in person_regions(verts, fx, fy, cx, cy, w, h):
+                crop = image[y0:y1, x0:x1]
+                group = [verts[k] for k in members]
+                colours_k = [rgb[k] for k in members]
+                out[y0:y1, x0:x1] = self._draw(crop, group, colours_k, fx, fy, cx - x0, cy - y0)
+        return out
+
+    def _draw(self, image, verts, rgb, fx, fy, cx, cy) -> np.ndarray:
+        h, w = image.shape[:2]
+        if self.backend != "wireframe":
+            try:
+                rgba = self._render_gl(w, h, verts, rgb, fx, fy, cx, cy).astype(np.float32)
+                # Over a transparent black background the multisampled colour comes out
+                # premultiplied by its coverage (alpha): blend it as such for smooth edges.
+                a = self.opacity * rgba[..., 3:] / 255.0
+                out = image.astype(np.float32) * (1.0 - a) + self.opacity * rgba[..., :3]
+                return np.clip(np.round(out), 0, 255).astype(np.uint8)
+            except Exception as err:  # noqa: BLE001 - any GL failure: say why and keep going
+                self._give_up_gl(f"{self.backend} rendering failed ({type(err).__name__}: {err})")
+        return self._paint(image, verts, rgb, fx, fy, cx, cy)
 
     def close(self) -> None:
         """Free this thread's OpenGL context (call from the thread that renders)."""
@@ -271,6 +281,44 @@ class MeshRenderer:
             cv2.fillConvexPoly(layer, p, c, cv2.LINE_8, 2)
         # Where nothing was drawn layer == image, so the blend leaves those pixels unchanged.
         return cv2.addWeighted(layer, self.opacity, image, 1.0 - self.opacity, 0.0)
+
+
+def person_regions(verts: Sequence[np.ndarray], fx: float, fy: float, cx: float, cy: float, w: int, h: int,
+                   margin: int = 2) -> list[tuple[tuple[int, int, int, int], list[int]]]:
+    """Pixel boxes (x0, y0, x1, y1) to draw in, each with the people drawn in it.
+
+    A person's box bounds the projection of its vertices in front of the camera (plus ``margin`` px for
+    antialiased edges), clipped to the image; people whose boxes overlap share one box, the union, since
+    only they can occlude one another. People entirely behind the camera or outside the image get none.
+    """
+    boxes: list[list[int]] = []
+    members: list[list[int]] = []
+    for k, v in enumerate(verts):
+        front = v[v[:, 2] > 1e-3]
+        if not len(front):
+            continue
+        u, t = fx * front[:, 0] / front[:, 2] + cx, fy * front[:, 1] / front[:, 2] + cy
+        box = [max(0, int(np.floor(u.min())) - margin), max(0, int(np.floor(t.min())) - margin),
+               min(w, int(np.ceil(u.max())) + 1 + margin), min(h, int(np.ceil(t.max())) + 1 + margin)]
+        if box[0] >= box[2] or box[1] >= box[3]:
+            continue
+        boxes.append(box)
+        members.append([k])
+    merged = True
+    while merged:  # merge until no two boxes overlap
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                    members[i] = sorted(members[i] + members.pop(j))
+                    boxes.pop(j)
+                    merged = True
+                    break
+            if merged:
+                break
+    return [(tuple(box), group) for box, group in zip(boxes, members)]
 
 
 def weak_perspective_to_translation(cam: np.ndarray, crop_centre: np.ndarray, crop_size: np.ndarray | float,

@@ -79,6 +79,15 @@ def fake_smpl(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def body_smpl(tmp_path_factory) -> Path:
+    """The stand-in SMPL with a closed, body-like surface (tests/standin_body.py): meshes that render like SMPL's."""
+    from standin_body import write_standin_smpl
+
+    need_shared()
+    return write_standin_smpl(tmp_path_factory.mktemp("body-smpl") / "smpl.pkl", PARITY / "fake_smpl.py")
+
+
 @pytest.fixture()
 def tfbundle():
     """../shared/parity/tfbundle.py, the fixtures' writer of TensorFlow's V2 checkpoint format."""

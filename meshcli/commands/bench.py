@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -26,10 +27,18 @@ from .common import (
 from .pose import rescore_options
 
 
+# The pipeline's threads and the stages each one runs in turn (see meshcli.pipeline).
+THREADS = {"decode": ("decode", "preprocess"), "model": ("model", "postprocess"), "render": ("render", "encode")}
+
+
 def benchmark(inputs: list[str], method: str, variant: str | None = None, weights: Path | None = None,
               random_weights: bool = False, batch_size: int = 8, device: str = "auto",
-              options: dict | None = None, annotate: bool = True, progress: bool = False) -> dict:
-    """Run the whole pipeline (outputs to a temporary folder) and return its timings."""
+              options: dict | None = None, annotate: bool = True, progress: bool = False, repeat: int = 1) -> dict:
+    """Run the whole pipeline ``repeat`` times (outputs to a temporary folder); the median of each timing.
+
+    Each stage's share is its seconds over the wall time. Stages of one thread run one after another, so a
+    thread busy for nearly the whole wall time bounds the run: the bottleneck is that thread's biggest stage.
+    """
     module = method_module(method)
     variant = variant or next(iter(module.VARIANTS))
     path = store.resolve(method, variant, weights, random_weights)
@@ -38,22 +47,31 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
     if method == "dekr":  # DEKR rescores with the store's net when it is there
         options = {**rescore_options(variant, True, None, random_weights, required=False), **options}
     predictor = module.Predictor(path, variant=variant, device=dev, **options)
-    with tempfile.TemporaryDirectory(prefix="meshcli-bench-") as out:
-        summary = Pipeline(predictor, out, batch_size=batch_size, annotate=annotate,
-                           progress=Progress(enabled=progress)).run(inputs)
-    frames = summary.times.frames
+    runs = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="meshcli-bench-") as out:
+            runs.append(Pipeline(predictor, out, batch_size=batch_size, annotate=annotate,
+                                 progress=Progress(enabled=progress)).run(inputs))
+    frames = runs[-1].times.frames
+    wall = statistics.median(r.times.wall for r in runs)
+    seconds = {stage: statistics.median(r.times.seconds[stage] for r in runs) for stage in runs[-1].times.seconds}
+    busy = {thread: sum(seconds[s] for s in stages) / wall if wall else 0.0 for thread, stages in THREADS.items()}
+    bottleneck_thread = max(busy, key=busy.get)
     return {
         "method": method, "variant": variant, "device": str(dev), "batch_size": batch_size, "annotate": annotate,
-        "untrained": path is None, "inputs": inputs, "frames": frames,
+        "untrained": path is None, "inputs": inputs, "frames": frames, "repeat": repeat,
         "settings": {k: v for k, v in predictor.metadata().items() if isinstance(v, (bool, int, float, str))},
-        "failures": [f.line() for f in summary.failures],
+        "failures": [f.line() for r in runs for f in r.failures],
         "stages": {stage: {"seconds": round(sec, 4), "ms_per_frame": round(1000 * sec / max(frames, 1), 2),
-                           "fps": round(frames / sec, 2) if sec > 0 else None}
-                   for stage, sec in summary.times.seconds.items()},
-        "wall_seconds": round(summary.times.wall, 3),
-        "end_to_end_fps": round(frames / summary.times.wall, 3) if summary.times.wall else None,
-        "peak_rss_mb": round(summary.peak_rss_mb, 1),
-        "peak_cuda_mb": round(summary.peak_cuda_mb, 1),
+                           "fps": round(frames / sec, 2) if sec > 0 else None,
+                           "share": round(sec / wall, 3) if wall else None}
+                   for stage, sec in seconds.items()},
+        "threads": {thread: round(share, 3) for thread, share in busy.items()},
+        "bottleneck": max(THREADS[bottleneck_thread], key=seconds.get),
+        "wall_seconds": round(wall, 3),
+        "end_to_end_fps": round(frames / wall, 3) if wall else None,
+        "peak_rss_mb": round(max(r.peak_rss_mb for r in runs), 1),
+        "peak_cuda_mb": round(max(r.peak_cuda_mb for r in runs), 1),
     }
 
 
@@ -71,17 +89,19 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchSize = 8,
         device: Device = "auto",
         annotate: Annotate = True,
+        repeat: Annotated[int, typer.Option("--repeat", min=1, help="Run N times; report each timing's median.")] = 1,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Per-stage throughput (decode, preprocess, model, postprocess, render, encode) and peak memory.
 
-        Stages run in overlapping threads, so end-to-end frames/s is set by the slowest stage, not their sum.
+        Stages run in overlapping threads, so end-to-end frames/s is set by the slowest stage, not their sum;
+        each stage's share of the wall time is printed and the bottleneck named.
         Body methods crop the whole frame as one person here (no detector), so their numbers are the
         method's own; DEKR rescores when its rescoring net is in the weights store.
         """
         options = {"smpl": smpl} if smpl is not None else {}
         result = benchmark(inputs, method, variant, weights, random_weights, batch_size, device, options,
-                           annotate, progress=not as_json)
+                           annotate, progress=not as_json, repeat=repeat)
         if as_json:
             typer.echo(json.dumps(result, indent=1))
             if result["failures"]:
@@ -89,17 +109,23 @@ def register(app: typer.Typer) -> None:
             return
         table = Table(title=f"meshcli bench: {method} {result['variant']} on {result['device']}, "
                             f"batch {batch_size}, {result['frames']} frames"
+                            + (f", median of {repeat} runs" if repeat > 1 else "")
                             + (" (untrained weights)" if result["untrained"] else ""))
-        for col in ("stage", "seconds", "ms/frame", "frames/s"):
+        for col in ("stage", "seconds", "ms/frame", "frames/s", "share of wall"):
             table.add_column(col, justify="right" if col != "stage" else "left")
         for stage, row in result["stages"].items():
             table.add_row(stage, f"{row['seconds']:.3f}", f"{row['ms_per_frame']:.1f}",
-                          f"{row['fps']:.1f}" if row["fps"] else "-")
+                          f"{row['fps']:.1f}" if row["fps"] else "-",
+                          f"{100 * row['share']:.0f} %" if row["share"] is not None else "-",
+                          style="bold red" if stage == result["bottleneck"] else None)
         table.add_row("end to end", f"{result['wall_seconds']:.3f}",
                       f"{1000 * result['wall_seconds'] / max(result['frames'], 1):.1f}",
-                      f"{result['end_to_end_fps'] or 0:.2f}", style="bold")
+                      f"{result['end_to_end_fps'] or 0:.2f}", "100 %", style="bold")
         console = Console()
         console.print(table)
+        thread = next(t for t, stages in THREADS.items() if result["bottleneck"] in stages)
+        console.print(f"bottleneck: {result['bottleneck']} (the {thread} thread is busy "
+                      f"{100 * result['threads'][thread]:.0f} % of the wall time)")
         console.print(f"peak memory: {result['peak_rss_mb']:.0f} MB RSS"
                       + (f", {result['peak_cuda_mb']:.0f} MB CUDA" if result["peak_cuda_mb"] else ""))
         for failure in result["failures"]:

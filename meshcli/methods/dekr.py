@@ -41,6 +41,7 @@ from ..device import resolve_device
 from ..draw import colour, draw_box, draw_skeleton
 from ..errors import MeshcliError
 from ..models.hrnet import HRNet, concat_branches, conv_bn
+from ..models.inference import fold_into, for_inference
 from ..models.resnet import BasicBlock
 from ..ops import DeformConv2d
 from .base import Frame, FrameResult, Predictor, WeightsInfo, choose_variant
@@ -132,6 +133,35 @@ class AdaptBlock(nn.Module):
         return F.relu(self.bn(self.adapt_conv(x, offset)) + x)
 
 
+class FusedAdaptBlock(nn.Module):
+    """An AdaptBlock in inference form: its offsets from one 3x3 conv, its BatchNorm inside the deformable conv.
+
+    The offsets are linear in the outputs of the transform and translation
+    convs (see AdaptBlock), so that map composes with both convs into a
+    single conv with one output per offset channel.
+    """
+
+    def __init__(self, block: AdaptBlock):
+        super().__init__()
+        ry, rx = block.regular_matrix.double()
+        taps = len(ry)
+        # offsets = mix @ (a00, a01, a10, a11, ty, tx) - (ry, rx) tap by tap, channels dy0, dx0, dy1, ...
+        mix = torch.zeros(2 * taps, 6, dtype=torch.float64)
+        mix[0::2, 0], mix[0::2, 1], mix[0::2, 4] = ry, rx, 1
+        mix[1::2, 2], mix[1::2, 3], mix[1::2, 5] = ry, rx, 1
+        convs = (block.transform_matrix_conv, block.translation_conv)
+        weight = torch.einsum("om,mchw->ochw", mix, torch.cat([c.weight.double() for c in convs]))
+        bias = mix @ torch.cat([c.bias.double() for c in convs]) - torch.stack([ry, rx], 1).flatten()
+        self.offset_conv = nn.Conv2d(weight.shape[1], 2 * taps, 3, 1, 1)
+        self.offset_conv.weight = nn.Parameter(weight.float(), requires_grad=False)
+        self.offset_conv.bias = nn.Parameter(bias.float(), requires_grad=False)
+        self.adapt_conv = block.adapt_conv
+        self.adapt_conv.weight, self.adapt_conv.bias = fold_into(block.adapt_conv.weight, None, block.bn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.adapt_conv(x, self.offset_conv(x)) + x)
+
+
 class DekrNet(HRNet):
     """HRNet with DEKR's heads; ``forward`` returns the raw (heatmap, offset) outputs.
 
@@ -154,6 +184,13 @@ class DekrNet(HRNet):
             for _ in range(num_joints))
         self.offset_final_layer = nn.ModuleList(
             nn.Conv2d(OFFSET_CHANNELS_PER_JOINT, 2, 1) for _ in range(num_joints))
+
+    def fuse_offset_blocks(self) -> DekrNet:
+        """Replace every AdaptBlock by its FusedAdaptBlock (after loading: the official names are gone)."""
+        for layers in self.offset_feature_layers:
+            for k, block in enumerate(layers):
+                layers[k] = FusedAdaptBlock(block)
+        return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = concat_branches(super().forward(x))
@@ -468,7 +505,7 @@ class DekrPredictor(Predictor):
         self.model = build_network(self.variant)
         if weights is not None:
             load_network(self.model, weights, self.variant)
-        self.model.eval().to(self.device)
+        self.model = for_inference(self.model.eval().fuse_offset_blocks(), self.device)
 
         self.rescore_net = None
         self.rescore_weights = WeightsInfo(None, None)
@@ -504,9 +541,9 @@ class DekrPredictor(Predictor):
         """(heatmap, posemap) of a normalised batch, flip-merged when flip test is on."""
         n = len(x)
         if not self.flip:
-            heat, offset = self.model(x)
+            heat, offset = self.model(x.contiguous(memory_format=torch.channels_last))
             return heat, regressed_poses(offset)
-        heat, offset = self.model(torch.cat([x, flip_input(x)]))
+        heat, offset = self.model(torch.cat([x, flip_input(x)]).contiguous(memory_format=torch.channels_last))
         return merge_flip(heat[:n], offset[:n], heat[n:], offset[n:], self.cfg["flip_index"])
 
     @torch.inference_mode()

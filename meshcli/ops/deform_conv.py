@@ -15,13 +15,14 @@ that the sampled columns stay within a fixed memory budget.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 # Upper bound for the im2col buffer of one chunk (float32 elements x 4 bytes).
-_COLUMN_BUDGET_BYTES = 256 << 20
+_COLUMN_BUDGET_BYTES = 16 << 20
 
 _compiled = None  # torchvision.ops.deform_conv2d once looked up, False if unavailable
 
@@ -61,36 +62,56 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
 def deform_conv2d_torch(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
                         bias: torch.Tensor | None = None, stride: int = 1, padding: int = 0,
                         dilation: int = 1, budget_bytes: int = _COLUMN_BUDGET_BYTES) -> torch.Tensor:
-    """Pure-torch deformable convolution: bilinear im2col by ``grid_sample``, then one matmul.
+    """Pure-torch deformable convolution: bilinear im2col by ``grid_sample``, then one matmul per chunk.
 
     ``grid_sample`` (zeros padding) reads each of the four neighbours outside
     the image as 0, exactly the sampling rule of torchvision's kernel; going
-    through normalised coordinates costs about 1e-5 px of position.
+    through normalised coordinates costs about 1e-5 px of position. Its
+    output *is* the im2col matrix (channel-major, then tap). Without
+    autograd each sample's matmul writes straight into its rows of the
+    result (bias included), so nothing is copied on the way.
     """
     n, c, h, w = x.shape
     out_ch, _, kh, kw = weight.shape
     ho, wo = offset.shape[-2:]
+    w2d = weight.reshape(out_ch, c * kh * kw)
+    chunks = _columns(x, offset, kh, kw, stride, padding, dilation, budget_bytes)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, offset, weight, bias) if t is not None):
+        out = torch.cat([torch.matmul(w2d, cols).view(n, out_ch, r1 - r0, wo) for r0, r1, cols in chunks], 2)
+        return out if bias is None else out + bias[None, :, None, None]
+    out = x.new_empty(n, out_ch, ho, wo)
+    for r0, r1, cols in chunks:
+        for b in range(n):  # each sample's rows of the result, written in place
+            target = out[b, :, r0:r1].view(out_ch, -1)
+            if bias is None:
+                torch.mm(w2d, cols[b], out=target)
+            else:
+                torch.addmm(bias[:, None], w2d, cols[b], out=target)
+    return out
+
+
+def _columns(x: torch.Tensor, offset: torch.Tensor, kh: int, kw: int, stride: int, padding: int,
+             dilation: int, budget_bytes: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(first row, end row, im2col matrix (N, C*kh*kw, rows*Wo)) per chunk of output rows."""
+    n, c, h, w = x.shape
+    ho, wo = offset.shape[-2:]
     taps = kh * kw
-    w2d = weight.reshape(out_ch, c * taps)  # column order: channel-major, then tap (as torchvision)
+    # Positions in grid_sample's [-1, 1] units (align_corners=False: -1 is the left edge of pixel 0):
+    # p -> (2p + 1) / size - 1, so each tap's base position and its offset scale separately.
+    ys = torch.arange(ho, device=x.device, dtype=x.dtype) * stride - padding
+    xs = torch.arange(wo, device=x.device, dtype=x.dtype) * stride - padding
     tap_y = (torch.arange(kh, device=x.device, dtype=x.dtype) * dilation).repeat_interleave(kw)
     tap_x = (torch.arange(kw, device=x.device, dtype=x.dtype) * dilation).repeat(kh)
+    base_y = (2 * (ys[None, :, None] + tap_y[:, None, None]) + 1) / h - 1  # (taps, Ho, 1)
+    base_x = (2 * (xs[None, None, :] + tap_x[:, None, None]) + 1) / w - 1  # (taps, 1, Wo)
     rows_per_chunk = max(1, budget_bytes // (x.element_size() * n * (c + 2) * taps * wo))
-    out = x.new_empty(n, out_ch, ho, wo)
     for r0 in range(0, ho, rows_per_chunk):
         r1 = min(ho, r0 + rows_per_chunk)
-        off = offset[:, :, r0:r1].reshape(n, taps, 2, r1 - r0, wo)
-        base_y = torch.arange(r0, r1, device=x.device, dtype=x.dtype) * stride - padding
-        base_x = torch.arange(wo, device=x.device, dtype=x.dtype) * stride - padding
-        py = (base_y[None, None, :, None] + tap_y[None, :, None, None]) + off[:, :, 0]
-        px = (base_x[None, None, None, :] + tap_x[None, :, None, None]) + off[:, :, 1]
-        # Pixel centres -> grid_sample's [-1, 1] (align_corners=False: -1 is the left edge of pixel 0).
-        grid = torch.stack([(2 * px + 1) / w - 1, (2 * py + 1) / h - 1], -1)
-        cols = F.grid_sample(x, grid.reshape(n, taps * (r1 - r0), wo, 2), mode="bilinear",
-                             padding_mode="zeros", align_corners=False)  # (n, c, taps*rows, wo)
-        out[:, :, r0:r1] = torch.matmul(w2d, cols.reshape(n, c * taps, -1)).reshape(n, out_ch, r1 - r0, wo)
-    if bias is not None:
-        out = out + bias[None, :, None, None]
-    return out
+        off = offset[:, :, r0:r1].unflatten(1, (taps, 2))  # (N, taps, dy|dx, rows, Wo)
+        grid = torch.stack([base_x + off[:, :, 1] * (2 / w), base_y[:, r0:r1] + off[:, :, 0] * (2 / h)], -1)
+        cols = F.grid_sample(x, grid.view(n, taps * (r1 - r0), wo, 2), mode="bilinear",
+                             padding_mode="zeros", align_corners=False)  # (N, C, taps*rows, Wo)
+        yield r0, r1, cols.view(n, c * taps, -1)
 
 
 class DeformConv2d(nn.Module):

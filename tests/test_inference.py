@@ -1,0 +1,68 @@
+"""Inference forms of networks (meshcli.models.inference, DEKR's FusedAdaptBlock) compute what the originals do."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from meshcli.methods import dekr
+from meshcli.models.hrnet import HRNet
+from meshcli.models.inference import fold_batchnorm, for_inference
+
+
+def randomise_batchnorms(model: nn.Module, seed: int) -> None:
+    """Statistics and affine parameters far from the identity, so a wrong fold shows."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g))
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(c, generator=g))
+            m.bias.data.copy_(torch.randn(c, generator=g))
+
+
+def test_folding_removes_every_batchnorm_and_keeps_the_output():
+    torch.manual_seed(0)
+    net = HRNet(width=8, stage_modules=(1, 1, 1), num_blocks=1).eval()
+    randomise_batchnorms(net, 1)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        want = net(x)
+        got = for_inference(net, torch.device("cpu"))(x.contiguous(memory_format=torch.channels_last))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert all(not p.requires_grad for p in net.parameters())
+    assert net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_folding_leaves_a_batchnorm_that_follows_no_convolution():
+    seq = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3), nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)).eval()
+    fold_batchnorm(seq)
+    assert isinstance(seq[1], nn.BatchNorm2d) and isinstance(seq[3], nn.Identity)
+
+
+def test_fused_adapt_block_equals_the_official_block():
+    torch.manual_seed(2)
+    block = dekr.AdaptBlock(15).eval()
+    randomise_batchnorms(block, 3)
+    for conv in (block.transform_matrix_conv, block.translation_conv):
+        nn.init.normal_(conv.weight, std=0.3)  # offsets of a few pixels, reaching across the border
+        nn.init.normal_(conv.bias, std=0.5)
+    x = torch.randn(2, 15, 20, 28)
+    with torch.no_grad():
+        want = block(x)
+        fused = dekr.FusedAdaptBlock(block)
+        got = fused(x)
+        got_nhwc = fused(x.contiguous(memory_format=torch.channels_last))
+    assert float(want.abs().mean()) > 0.1
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_nhwc, want, rtol=1e-4, atol=1e-4)
+
+
+def test_dekr_predictor_runs_the_inference_form():
+    predictor = dekr.DekrPredictor(None, "w32-coco", rescore=False)
+    model = predictor.model
+    assert not any(isinstance(m, (nn.BatchNorm2d, dekr.AdaptBlock)) for m in model.modules())
+    assert sum(isinstance(m, dekr.FusedAdaptBlock) for m in model.modules()) == 2 * 17
+    assert all(not p.requires_grad for p in model.parameters())
