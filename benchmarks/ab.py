@@ -22,9 +22,11 @@ HERE = Path(__file__).resolve().parents[1]
 
 
 def bench_once(tree: Path, args: list[str]) -> dict:
+    # Run from inside the tree: ``python -m`` puts the working directory ahead of PYTHONPATH.
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    args = [str(Path(a).resolve()) if Path(a).exists() else a for a in args]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run([sys.executable, "-m", "meshcli", "bench", *args, "--json"], env=env,
+    done = subprocess.run([sys.executable, "-m", "meshcli", "bench", *args, "--json"], env=env, cwd=tree,
                           capture_output=True, text=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
