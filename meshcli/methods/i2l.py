@@ -366,10 +366,10 @@ def lixel_to_image(points: np.ndarray, inv_trans: np.ndarray, bins: int, in_hw: 
 
 
 def pixel_to_camera(uvz: np.ndarray, focal, principal) -> np.ndarray:
-    """Pinhole back-projection of (u, v, depth) rows; keeps the input's float type."""
-    x = (uvz[:, 0] - principal[0]) / focal[0] * uvz[:, 2]
-    y = (uvz[:, 1] - principal[1]) / focal[1] * uvz[:, 2]
-    return np.stack((x, y, uvz[:, 2]), 1)
+    """Pinhole back-projection of (..., 3) (u, v, depth) rows; keeps the input's float type."""
+    depth = uvz[..., 2:]
+    principal, focal = np.asarray(principal, uvz.dtype), np.asarray(focal, uvz.dtype)
+    return np.concatenate(((uvz[..., :2] - principal) / focal * depth, depth), -1)
 
 
 def to_camera(joints_lixel: np.ndarray, mesh_lixel: np.ndarray, inv_trans: np.ndarray, root_row: np.ndarray,
@@ -388,7 +388,7 @@ def to_camera(joints_lixel: np.ndarray, mesh_lixel: np.ndarray, inv_trans: np.nd
 
     mesh_img = to_image(mesh_lixel)
     root_img = np.array([*(root_row @ mesh_img[:, :2]), root_depth])  # float64, as the demo
-    root_cam = pixel_to_camera(root_img[None], focal, principal)[0]
+    root_cam = pixel_to_camera(root_img, focal, principal)
     mesh_img[:, 2] += root_depth
     joints_img = to_image(joints_lixel)
     joints_img[:, 2] += root_depth
