@@ -1,9 +1,11 @@
-"""The streamed pipeline: source -> preprocess -> batch -> predict -> render -> sinks.
+"""The streamed pipeline: source -> detect -> crop -> batch -> predict -> render -> sinks.
 
-Three threads overlap the work and bounded queues join them, so memory stays
-flat however long a video is:
+Threads overlap the work and bounded queues join them, so memory stays flat
+however long a video is:
 
     decode thread   frames of every input, decoded and preprocessed
+    detect thread   only when the method's people come from a network (``predictor.detector``):
+                    device batches of frames through the detector, then each frame's crops
     model thread    device batches through ``predictor.infer`` and ``postprocess``
     render thread   ``predictor.annotate`` and the sinks (video, images, NPZ, ...)
 
@@ -33,11 +35,12 @@ import torch
 from .draw import stamp
 from .errors import MeshcliError
 from .io.sinks import ImageSink, NpzSink, Sink, VideoSink
-from .io.sources import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Input, VideoInfo, expand_inputs, iter_frames,
-                         probe_video, read_rgb)
-from .methods.base import Frame, FrameResult, Predictor
+from .io.sources import Input, VideoInfo, expand_inputs, iter_frames, probe_video
+from .methods.base import Predictor
+from .schema import SCHEMA_VERSION
+from .types import Frame, FrameResult
 
-STAGES = ("decode", "preprocess", "model", "postprocess", "render", "encode")
+STAGES = ("decode", "preprocess", "detect", "model", "postprocess", "render", "encode")
 
 # Extra sinks per input, e.g. the pose command's COCO JSON: (input, out_dir, fields) -> Sink
 SinkFactory = Callable[[Input, Path, dict], Sink]
@@ -106,8 +109,7 @@ class Pipeline:
         self.on_input_end = on_input_end
 
     def extensions(self) -> set[str]:
-        custom = getattr(self.predictor, "file_extensions", None)
-        return set(custom) if custom else IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+        return set(self.predictor.file_extensions)
 
     def run(self, args: list[str | Input]) -> RunSummary:
         """Process every input (arguments, or inputs already expanded); returns what was written and what failed."""
@@ -128,16 +130,25 @@ class Pipeline:
         summary.failures.extend(errors)
         start = time.perf_counter()
         decoded: queue.Queue = queue.Queue(self.queue_size)
+        cropped: queue.Queue = queue.Queue(self.queue_size)
         rendered: queue.Queue = queue.Queue(self.queue_size)
         results: queue.Queue = queue.Queue(self.queue_size)
+        queues = (decoded, cropped, rendered, results)
         stop = threading.Event()
-        decoder = threading.Thread(target=self._decode, args=(inputs, decoded, summary, stop), daemon=True,
-                                   name="meshcli-decode")
-        renderer = threading.Thread(target=self._render, args=(rendered, results, summary, stop), daemon=True,
-                                    name="meshcli-render")
-        model = threading.Thread(target=self._predict, args=(decoded, rendered, summary, stop), daemon=True,
-                                 name="meshcli-model")
-        threads = (decoder, model, renderer)
+        times = summary.times
+
+        def spawn(name: str, target, *args) -> threading.Thread:
+            return threading.Thread(target=target, args=(*args, summary, stop), daemon=True, name=f"meshcli-{name}")
+
+        threads = [spawn("decode", self._decode, inputs, decoded)]
+        if self.predictor.detector is not None:
+            threads.append(spawn("detect", self._batches, decoded, cropped, lambda b: self._detect(b, times),
+                                  "detecting people"))
+        else:
+            cropped = decoded
+        threads += [spawn("model", self._batches, cropped, rendered, lambda b: self._infer(b, times),
+                           "running the model"),
+                    spawn("render", self._render, rendered, results)]
         for thread in threads:
             thread.start()
         try:
@@ -149,7 +160,7 @@ class Pipeline:
         finally:
             stop.set()
             while any(thread.is_alive() for thread in threads):
-                for q in (decoded, rendered, results):
+                for q in queues:
                     _drain(q)
                 time.sleep(0.01)
             summary.times.wall = time.perf_counter() - start
@@ -170,7 +181,7 @@ class Pipeline:
     # -- decode thread -------------------------------------------------------------------------
     def _decode(self, inputs: list[Input], out: queue.Queue, summary: RunSummary, stop: threading.Event) -> None:
         times = summary.times
-        reader = getattr(self.predictor, "read_image", None) or read_rgb
+        detector = self.predictor.detector
         for inp in inputs:
             if stop.is_set():
                 break
@@ -182,7 +193,7 @@ class Pipeline:
             _put(out, _Start(inp, video, video.num_frames if video else len(inp.files)), stop)
             error = None
             try:
-                frames = iter_frames(inp, reader, video.rotation if video else 0,
+                frames = iter_frames(inp, self.predictor.read_image, video.rotation if video else 0,
                                      on_bad_file=summary.failures.append)
                 while True:
                     if stop.is_set():
@@ -194,7 +205,8 @@ class Pipeline:
                     if frame is None:
                         break
                     times.add("decode", t1 - t0)
-                    prepared = self.predictor.preprocess(frame)
+                    # with a detector, the crops wait for its people (detect thread)
+                    prepared = detector.prepare(frame) if detector is not None else self.predictor.preprocess(frame)
                     times.add("preprocess", time.perf_counter() - t1)
                     _put(out, _Item(frame, prepared), stop)
             except Exception as err:  # noqa: BLE001 - any failure ends this input only
@@ -202,30 +214,44 @@ class Pipeline:
             _put(out, _End(inp, error), stop)
         _put(out, _STOP, stop)
 
-    # -- model thread: device batches ------------------------------------------------------------
-    def _predict(self, inp: queue.Queue, out: queue.Queue, summary: RunSummary, stop: threading.Event) -> None:
-        times = summary.times
+    # -- detect and model threads: device batches ---------------------------------------------
+    def _detect(self, batch: list[_Item], times: StageTimes) -> None:
+        """The detector on a batch of frames, then each frame's crops of the people it found."""
+        t0 = time.perf_counter()
+        people = self.predictor.detector.find([item.prepared for item in batch])
+        t1 = time.perf_counter()
+        for item, found in zip(batch, people):
+            item.prepared = self.predictor.preprocess(item.frame, found)
+        times.add("detect", t1 - t0)
+        times.add("preprocess", time.perf_counter() - t1)
+
+    def _infer(self, batch: list[_Item], times: StageTimes) -> None:
+        t0 = time.perf_counter()
+        raws = self.predictor.infer([item.prepared for item in batch])
+        t1 = time.perf_counter()
+        for item, raw in zip(batch, raws):
+            item.result = self.predictor.postprocess(item.prepared, raw)
+            item.prepared = None  # free tensors before the render stage holds the item
+        times.add("model", t1 - t0)
+        times.add("postprocess", time.perf_counter() - t1)
+
+    def _batches(self, inp: queue.Queue, out: queue.Queue, process: Callable[[list[_Item]], None], doing: str,
+                 summary: RunSummary, stop: threading.Event) -> None:
+        """Group an input's frames into batches of ``batch_size`` for ``process``; pass everything on in order."""
         batch: list[_Item] = []
         current: Input | None = None
-        error: MeshcliError | None = None  # the current input's first model error; its later frames are dropped
+        error: MeshcliError | None = None  # the current input's first error here; its later frames are dropped
 
         def flush() -> MeshcliError | None:
             if not batch:
                 return None
             try:
-                t0 = time.perf_counter()
-                raws = self.predictor.infer([item.prepared for item in batch])
-                t1 = time.perf_counter()
-                for item, raw in zip(batch, raws):
-                    item.result = self.predictor.postprocess(item.prepared, raw)
-                    item.prepared = None  # free tensors before the render stage holds the item
-                times.add("model", t1 - t0)
-                times.add("postprocess", time.perf_counter() - t1)
+                process(batch)
                 for item in batch:
                     _put(out, item, stop)
                 return None
             except Exception as err:  # noqa: BLE001 - any failure (a bug, out of memory) ends this input only
-                return _as_error(err, current, "running the model")
+                return _as_error(err, current, doing)
             finally:
                 batch.clear()
 
@@ -315,14 +341,14 @@ class Pipeline:
         """Append the input's sinks to ``sinks`` one by one, so a failure can abort those already made."""
         inp, video = start.input, start.video
         self._check_not_overwriting(inp)
-        fields = dict(self.predictor.metadata())
+        fields = {"schema_version": SCHEMA_VERSION, **self.predictor.metadata()}
         fields["input"] = inp.arg
         if video is not None:
             fields["fps"] = video.fps
             fields["files"] = np.array([inp.files[0].name])
         else:
             fields["fps"] = 0.0  # still images
-        empty = getattr(self.predictor, "empty_rows", dict)()
+        empty = self.predictor.empty_rows()
         sinks.append(NpzSink(self.out_dir / f"{inp.name}.npz", fields, empty, late_fields=self.predictor.metadata))
         if self.annotate:
             if video is not None:

@@ -1,11 +1,8 @@
-"""The weights store: where checkpoints live, what is known, fetching and importing.
+"""The weights store: resolving, fetching and importing checkpoints.
 
-The store is ``weights/`` at the repository root (``MESHCLI_WEIGHTS`` overrides
-it; a wheel install without the repository uses ``~/.cache/meshcli/weights``).
-``weights/manifest.json`` lists every known checkpoint: method, variant, file
-name, official source, licence and format. Weight files themselves are
-never committed. Importing checks a file against the method's architecture
-before it is stored, so a stored file is known to load.
+What is known about each checkpoint (its record) is in ``meshcli.records``;
+weight files themselves are never committed. Importing checks a file against
+the method's architecture before it is stored, so a stored file is known to load.
 """
 from __future__ import annotations
 
@@ -17,72 +14,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
+from . import records
 from .errors import MeshcliError
-from .methods import method_module
-from .methods.base import file_sha256
-
-REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"  # in a clone (editable install)
-MANIFEST = Path(__file__).with_name("manifest.json")  # a link to weights/manifest.json, copied into wheels
-
-
-def store_dir() -> Path:
-    if os.environ.get("MESHCLI_WEIGHTS"):
-        return Path(os.environ["MESHCLI_WEIGHTS"])
-    if (REPO_WEIGHTS / "manifest.json").is_file():
-        return REPO_WEIGHTS
-    return Path.home() / ".cache" / "meshcli" / "weights"  # installed from a wheel: no repository around
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    method: str
-    variant: str
-    file: str
-    url: str
-    direct: bool  # the URL serves the file (or an archive holding it) without a log-in
-    where: str
-    licence: str
-    format: str
-    members: tuple[str, ...] = ()  # for archives: the members that make up the checkpoint
-    also: tuple[tuple[str, str], ...] = ()  # for archives: (store name, member) imported alongside
-
-    @property
-    def path(self) -> Path:
-        return store_dir() / self.file
-
-    def present(self) -> bool:
-        return self.path.is_file()
-
-    def how_to_get(self) -> str:
-        get = (f"`meshcli weights fetch {self.name}`" if self.direct
-               else f"download it from {self.url} ({self.where})")
-        return f"{get}, then `meshcli weights import {self.name} FILE` (works offline)"
-
-
-def manifest() -> dict[str, Entry]:
-    data = json.loads(MANIFEST.read_text())
-    return {e["name"]: Entry(**{**e, "members": tuple(e.get("members", ())),
-                                "also": tuple(e.get("also", {}).items())}) for e in data["checkpoints"]}
-
-
-def entry(name: str) -> Entry:
-    known = manifest()
-    if name not in known:
-        raise MeshcliError(None, f"unknown weights name {name!r}", f"known names: {', '.join(known)}")
-    return known[name]
-
-
-def entry_for(method: str, variant: str) -> Entry:
-    for e in manifest().values():
-        if e.method == method and e.variant == variant:
-            return e
-    raise MeshcliError(None, f"no known checkpoint for --method {method} --variant {variant}",
-                       "pass the file with --weights PATH")
-
+from .methods import METHODS
+from .types import file_sha256
 
 def resolve(method: str, variant: str, weights: str | Path | None, random_weights: bool) -> Path | None:
     """The weights file a command will use, checked before any frame is read.
@@ -98,7 +35,7 @@ def resolve(method: str, variant: str, weights: str | Path | None, random_weight
             cause = "is a folder, not a weights file" if path.is_dir() else "weights file not found"
             raise MeshcliError(path, cause, "give the checkpoint file itself with --weights")
         return path
-    e = entry_for(method, variant)
+    e = records.record_for(method, variant)
     if not e.present():
         raise MeshcliError(e.path, f"the {e.name} checkpoint is not in the weights store",
                            f"{e.how_to_get()}; or pass --weights PATH, or --random-weights to test the install")
@@ -107,21 +44,21 @@ def resolve(method: str, variant: str, weights: str | Path | None, random_weight
 
 def import_file(name: str, src: str | Path) -> Path:
     """Check ``src`` against the architecture for ``name`` and store it (converted where needed)."""
-    e = entry(name)
+    e = records.record(name)
     src = Path(src)
     if not src.is_file() and not Path(f"{src}.index").is_file():
         raise MeshcliError(src, "is a folder, not a weights file" if src.is_dir() else "file not found",
                            "give the downloaded checkpoint file itself")
-    module = method_module(e.method) if e.method != "smpl" else _smpl_module()
     dst = e.path
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.part")
     try:
-        if hasattr(module, "convert_checkpoint"):
-            module.convert_checkpoint(src, tmp, e.variant)  # validates while converting
+        if e.role == "body model":
+            from .io.smplfile import import_smpl
+
+            import_smpl(src, tmp)
         else:
-            module.validate_checkpoint(src, e.variant)
-            shutil.copyfile(src, tmp)
+            METHODS[e.method].store_checkpoint(src, tmp, e.variant, shutil.copyfile)
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
@@ -132,12 +69,6 @@ def import_file(name: str, src: str | Path) -> Path:
     return dst
 
 
-def _smpl_module():
-    from . import smpl
-
-    return smpl
-
-
 def _size(src: Path) -> int:
     if src.exists():
         return src.stat().st_size
@@ -146,7 +77,7 @@ def _size(src: Path) -> int:
 
 def fetch(name: str, progress: bool = True) -> Path:
     """Download a checkpoint from its official source and import it."""
-    e = entry(name)
+    e = records.record(name)
     if not e.direct:
         raise MeshcliError(None, f"{e.name} has no direct download ({e.where})", e.how_to_get())
     with tempfile.TemporaryDirectory(prefix="meshcli-fetch-") as tmp:
@@ -213,5 +144,5 @@ def _extract(archive: Path, members: tuple[str, ...], out: Path) -> dict[str, Pa
     return found
 
 
-def status() -> list[tuple[Entry, bool]]:
-    return [(e, e.present()) for e in manifest().values()]
+def status() -> list[tuple[records.WeightsRecord, bool]]:
+    return [(e, e.present()) for e in records.manifest().values()]

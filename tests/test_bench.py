@@ -1,15 +1,18 @@
 """`meshcli bench`: per-stage timings, end-to-end frames/s and peak memory as JSON."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
 import numpy as np
 from typer.testing import CliRunner
 
+from meshcli import records
 from meshcli.cli import app
+from meshcli.methods import dekr
 
-from conftest import FIXTURES
+from conftest import FIXTURES, write_video
 
 
 def test_bench_reports_every_stage_as_json(tmp_path):
@@ -24,7 +27,8 @@ def test_bench_reports_every_stage_as_json(tmp_path):
     assert run.exit_code == 0, run.output
     result = json.loads(run.output)
     assert result["frames"] == 3 and result["untrained"] and result["method"] == "srn"
-    assert list(result["stages"]) == ["decode", "preprocess", "model", "postprocess", "render", "encode"]
+    assert list(result["stages"]) == ["decode", "preprocess", "detect", "model", "postprocess", "render", "encode"]
+    assert result["stages"].pop("detect")["seconds"] == 0  # no person detector for hands
     assert all(stage["seconds"] > 0 for stage in result["stages"].values())
     assert result["end_to_end_fps"] > 0 and result["peak_rss_mb"] > 100 and not result["failures"]
 
@@ -42,8 +46,32 @@ def test_bench_repeat_reports_shares_and_the_bottleneck(tmp_path):
     wall = result["wall_seconds"]
     for stage in result["stages"].values():
         assert abs(stage["share"] - stage["seconds"] / wall) < 0.01
-    assert set(result["threads"]) == {"decode", "model", "render"}
+    assert set(result["threads"]) == {"decode", "detect", "model", "render"}
     busiest = max(result["threads"], key=result["threads"].get)
-    stages_of = {"decode": ("decode", "preprocess"), "model": ("model", "postprocess"), "render": ("render", "encode")}
+    stages_of = {"decode": ("decode", "preprocess"), "detect": ("detect",), "model": ("model", "postprocess"),
+                 "render": ("render", "encode")}
     assert result["bottleneck"] == max(stages_of[busiest], key=lambda s: result["stages"][s]["seconds"])
     assert 0 < result["threads"][busiest] <= 1.05
+
+
+def test_body_bench_runs_the_detector_as_its_own_stage_on_batches_of_frames(tmp_path, fake_smpl, monkeypatch):
+    """`bench --method hmr --detector dekr --random-weights`: DEKR untrained too, timed as `detect`, and its
+    network sees several frames per forward when --batch-size > 1."""
+    # a small DEKR input keeps the test fast; the batching is the same at 512
+    monkeypatch.setattr(dekr, "record_for", lambda m, v: dataclasses.replace(records.record_for(m, v), input_size=128))
+    frames_per_forward = []
+    forward = dekr.DekrNet.forward
+
+    def spy(net, x):
+        frames_per_forward.append(len(x) // 2)  # flip test: each frame goes in with its mirror image
+        return forward(net, x)
+
+    monkeypatch.setattr(dekr.DekrNet, "forward", spy)
+    video = write_video(tmp_path / "clip.mp4", frames=5, size=(96, 64))
+    run = CliRunner().invoke(app, ["bench", str(video), "--method", "hmr", "--detector", "dekr", "--random-weights",
+                                   "--smpl", str(fake_smpl), "--batch-size", "3", "--no-annotate", "--json"])
+    assert run.exit_code == 0, run.output
+    result = json.loads(run.output)
+    assert result["frames"] == 5 and result["untrained"] and result["settings"]["detector"] == "dekr"
+    assert result["stages"]["detect"]["seconds"] > 0
+    assert frames_per_forward == [3, 2]  # batches of --batch-size frames, the input's rest last

@@ -23,9 +23,11 @@ import numpy as np
 import pytest
 import torch
 
+from meshcli import records
 from meshcli.errors import MeshcliError
+from meshcli.io.sinks import coco_results
 from meshcli.methods import dekr
-from meshcli.methods.base import Frame, FrameResult
+from meshcli.types import Frame, FrameResult
 
 from conftest import FIXTURES
 from joint_scores import LIMIT, joint_score_error, record_heatmaps
@@ -188,7 +190,7 @@ def test_rows_boxes_and_coco_results(run):
         if len(kp):
             np.testing.assert_array_equal(bbox[:, :2], kp[..., :2].min(1))
             np.testing.assert_array_equal(bbox[:, 2:], kp[..., :2].max(1))
-        records = dekr.coco_results(result, image_id=785 + i)
+        records = coco_results(result, image_id=785 + i)
         assert len(records) == len(kp)
         for rec, person, score, box in zip(records, kp, result.rows["scores"], bbox):
             assert rec["image_id"] == 785 + i and rec["category_id"] == 1
@@ -273,7 +275,8 @@ def test_variant_architectures(variant, width, joints, size):
     assert f"offset_final_layer.{joints - 1}.weight" in shapes and f"offset_final_layer.{joints}.weight" not in shapes
     assert rescore.l1.in_features == (74 if joints == 17 else 59)
     cfg = dekr.VARIANTS[variant]
-    assert cfg["input_size"] == size and len(cfg["joint_names"]) == joints
+    record = records.record_for("dekr", variant)  # the predictor reads its weights record
+    assert record.input_size == size and len(record.joint_names) == joints
     flip = cfg["flip_index"]
     assert sorted(flip) == list(range(joints)) and all(flip[flip[j]] == j for j in range(joints))
 

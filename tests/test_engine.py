@@ -110,7 +110,7 @@ def test_resume_redoes_only_what_an_interrupted_run_left(tmp_path, counted_frame
 
 def test_settings_name_method_variant_weights_and_output_options(tmp_path):
     from meshcli.engine.ledger import Ledger, settings_hash, settings_of
-    from meshcli.methods.base import WeightsInfo
+    from meshcli.types import WeightsInfo
 
     class Built:  # what settings_of reads from a predictor
         method, variant, weights = "dekr", "w32-coco", WeightsInfo(None, None)

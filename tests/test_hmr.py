@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from meshcli.bodycrop import OpenPoseJson, WholeFrame, choose_people
+from meshcli.people import OpenPoseJson, WholeFrame, choose_people
 from meshcli.errors import MeshcliError
 from meshcli.io.sources import read_rgb
 from meshcli.methods import hmr
-from meshcli.methods.base import Frame
+from meshcli.types import Frame
 
 from conftest import FIXTURES
 

@@ -132,7 +132,7 @@ def test_fetch_takes_checkpoint_and_smpl_from_the_models_archive(setup, tmp_path
     import tarfile
     import threading
 
-    from meshcli import weights as store
+    from meshcli import records
 
     ckpt, smpl = setup
     served = tmp_path / "served"
@@ -145,10 +145,10 @@ def test_fetch_takes_checkpoint_and_smpl_from_the_models_archive(setup, tmp_path
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        entry = store.entry("hmr")
-        local = store.Entry(**{**entry.__dict__, "url": f"http://127.0.0.1:{server.server_port}/models.tar.gz"})
-        known = store.manifest()
-        monkeypatch.setattr(store, "manifest", lambda: {**known, "hmr": local})
+        entry = records.record("hmr")
+        local = records.WeightsRecord(**{**entry.__dict__, "url": f"http://127.0.0.1:{server.server_port}/models.tar.gz"})
+        known = records.manifest()
+        monkeypatch.setattr(records, "manifest", lambda: {**known, "hmr": local})
         monkeypatch.setenv("MESHCLI_WEIGHTS", str(tmp_path / "store"))
         run = meshcli("weights", "fetch", "hmr")
         assert run.exit_code == 0, run.output

@@ -21,12 +21,12 @@ from conftest import FIXTURES, need_shared
 from typer.testing import CliRunner
 
 from meshcli import smpl
-from meshcli.bodycrop import Person
+from meshcli.types import Person
 from meshcli.cli import app
 from meshcli.errors import MeshcliError
 from meshcli.io.sources import read_rgb
 from meshcli.methods import i2l
-from meshcli.methods.base import Frame
+from meshcli.types import Frame
 from meshcli.methods.body import BodyFrame
 
 CASE_DIR = FIXTURES / "i2l-body-coco"

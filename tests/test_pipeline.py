@@ -11,7 +11,8 @@ import pytest
 
 from meshcli.errors import MeshcliError
 from meshcli.io.sources import expand_inputs, natural_key
-from meshcli.methods.base import FrameResult, Predictor, WeightsInfo
+from meshcli.methods.base import Predictor
+from meshcli.types import FrameResult, WeightsInfo
 from meshcli.pipeline import Pipeline, RunSummary
 
 from conftest import video_facts, write_video

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from meshcli.errors import MeshcliError
-from meshcli.smpl import (IMPORT_COMMAND, LICENCE_URL, SMPL_FILE, SMPLModel, import_smpl, load_smpl,
-                          read_smpl_file, require_smpl, write_obj)
+from meshcli.io.sinks import write_obj
+from meshcli.io.smplfile import (IMPORT_COMMAND, LICENCE_URL, SMPL_FILE, import_smpl, load_smpl, read_smpl_file,
+                                 require_smpl)
+from meshcli.smpl import SMPLModel
 
 from conftest import PARENTS, synthetic_smpl
 

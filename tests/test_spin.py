@@ -14,12 +14,12 @@ import torch
 from smplx.lbs import batch_rodrigues
 from typer.testing import CliRunner
 
-from meshcli.bodycrop import OpenPoseJson, WholeFrame, choose_people
+from meshcli.people import OpenPoseJson, WholeFrame, choose_people
 from meshcli.cli import app
 from meshcli.errors import MeshcliError
 from meshcli.io.sources import read_rgb
 from meshcli.methods import spin
-from meshcli.methods.base import Frame
+from meshcli.types import Frame
 
 from conftest import FIXTURES
 

@@ -20,7 +20,7 @@ import torch
 from meshcli.checkpoints import load_state_dict_strict
 from meshcli.errors import MeshcliError
 from meshcli.methods import srn
-from meshcli.methods.base import Frame
+from meshcli.types import Frame
 
 from conftest import FIXTURES, make_checkpoint, need_shared
 

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from meshcli.cli import app
 from meshcli.errors import MeshcliError
+from meshcli.io.depth import read_depth
 from meshcli.methods import srn
-from meshcli.methods.base import Frame
+from meshcli.types import Frame
 
 from conftest import FIXTURES
 
@@ -48,17 +49,17 @@ def test_depth_decodings(model, tmp_path):
     raw = (np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) * 17 % 4000).astype(np.uint16)
     for name in ("d.png", "d.tif"):
         cv2.imwrite(str(tmp_path / name), raw)
-        assert np.array_equal(srn.read_depth(tmp_path / name), raw.astype(np.float32))
+        assert np.array_equal(read_depth(tmp_path / name), raw.astype(np.float32))
     metres = raw.astype(np.float32) / 1000
     cv2.imwrite(str(tmp_path / "m.tiff"), metres)
-    np.testing.assert_allclose(srn.read_depth(tmp_path / "m.tiff", scale=1000), raw, atol=1e-3)
+    np.testing.assert_allclose(read_depth(tmp_path / "m.tiff", scale=1000), raw, atol=1e-3)
     np.save(tmp_path / "d.npy", raw.astype(np.float64)[:, :, None])
-    assert np.array_equal(srn.read_depth(tmp_path / "d.npy"), raw.astype(np.float32))
-    half = srn.read_depth(tmp_path / "d.png", scale=0.5)
+    assert np.array_equal(read_depth(tmp_path / "d.npy"), raw.astype(np.float32))
+    half = read_depth(tmp_path / "d.png", scale=0.5)
     assert half.dtype == np.float32 and np.array_equal(half, raw.astype(np.float32) * 0.5)
 
     bgr = cv2.imread(str(NYU / "depth_1_0000001.png"))
-    nyu = srn.read_depth(NYU / "depth_1_0000001.png", "nyu")
+    nyu = read_depth(NYU / "depth_1_0000001.png", "nyu")
     assert np.array_equal(nyu, bgr[:, :, 0] + bgr[:, :, 1].astype(np.float32) * 256)
     assert nyu.min() == 731 and nyu.max() == 2001  # the values the fixture README gives
 
@@ -69,27 +70,27 @@ def test_depth_decodings(model, tmp_path):
 def test_bad_depth_files_say_what_is_wrong(tmp_path):
     cv2.imwrite(str(tmp_path / "grey8.png"), np.full((20, 30), 90, np.uint8))
     with pytest.raises(MeshcliError, match="grey8.png: is an 8-bit image, not 16-bit depth"):
-        srn.read_depth(tmp_path / "grey8.png")
+        read_depth(tmp_path / "grey8.png")
     cv2.imwrite(str(tmp_path / "photo.png"), np.full((20, 30, 3), 90, np.uint8))
     with pytest.raises(MeshcliError, match="3-channel uint8 colour image.*--depth-format nyu"):
-        srn.read_depth(tmp_path / "photo.png")
+        read_depth(tmp_path / "photo.png")
     with pytest.raises(MeshcliError, match="red channel is not 0"):
-        srn.read_depth(tmp_path / "photo.png", "nyu")
+        read_depth(tmp_path / "photo.png", "nyu")
     cv2.imwrite(str(tmp_path / "u16.png"), np.full((20, 30), 900, np.uint16))
     with pytest.raises(MeshcliError, match="not a NYU colour-encoded depth PNG"):
-        srn.read_depth(tmp_path / "u16.png", "nyu")
+        read_depth(tmp_path / "u16.png", "nyu")
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     with pytest.raises(MeshcliError, match="corrupt.png: cannot be decoded as an image"):
-        srn.read_depth(tmp_path / "corrupt.png")
+        read_depth(tmp_path / "corrupt.png")
     truncated = (NYU / "depth_1_0000001.png").read_bytes()[:300]
     (tmp_path / "truncated.png").write_bytes(truncated)
     with pytest.raises(MeshcliError, match="cannot be decoded"):
-        srn.read_depth(tmp_path / "truncated.png", "nyu")
+        read_depth(tmp_path / "truncated.png", "nyu")
     np.save(tmp_path / "cube.npy", np.zeros((4, 5, 6)))
     with pytest.raises(MeshcliError, match=r"shape \(4, 5, 6\), not an HxW depth map"):
-        srn.read_depth(tmp_path / "cube.npy")
+        read_depth(tmp_path / "cube.npy")
     with pytest.raises(MeshcliError, match="unknown depth format"):
-        srn.read_depth(tmp_path / "u16.png", "kinect")
+        read_depth(tmp_path / "u16.png", "kinect")
 
 
 def test_crop_equals_cutting_and_resizing_the_window():

@@ -7,14 +7,15 @@ import pickle
 import pytest
 import torch
 
+from meshcli import records
 from meshcli import weights as store
 from meshcli.checkpoints import load_state_dict_strict, torch_load
 from meshcli.errors import MeshcliError
-from meshcli.methods.base import file_sha256
+from meshcli.types import file_sha256
 
 
 def test_manifest_lists_every_method_with_source_and_licence():
-    known = store.manifest()
+    known = records.manifest()
     assert {e.method for e in known.values()} >= {"dekr", "hmr", "spin", "i2l", "srn", "smpl"}
     for e in known.values():
         assert e.url.startswith("http") and e.licence and e.format and e.file
@@ -47,9 +48,9 @@ def test_explicit_weights_path_must_exist(tmp_path):
 
 
 def test_fetch_without_network_says_which_url_failed_and_that_import_works(monkeypatch):
-    entry = store.entry("spin")
-    offline = store.Entry(**{**entry.__dict__, "url": "http://127.0.0.1:9/model_checkpoint.pt"})
-    monkeypatch.setattr(store, "manifest", lambda: {"spin": offline})
+    entry = records.record("spin")
+    offline = records.WeightsRecord(**{**entry.__dict__, "url": "http://127.0.0.1:9/model_checkpoint.pt"})
+    monkeypatch.setattr(records, "manifest", lambda: {"spin": offline})
     with pytest.raises(MeshcliError) as err:
         store.fetch("spin", progress=False)
     line = err.value.line()

@@ -11,10 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .. import weights as store
-from ..device import resolve_device
-from ..methods import METHODS, method_module
-from ..pipeline import Pipeline, Progress
+from ..methods import METHODS, spec
 from .common import (
     Annotate,
     BatchSize,
@@ -24,11 +21,11 @@ from .common import (
     Weights,
     guarded,
 )
-from .pose import rescore_options
 
 
 # The pipeline's threads and the stages each one runs in turn (see meshcli.pipeline).
-THREADS = {"decode": ("decode", "preprocess"), "model": ("model", "postprocess"), "render": ("render", "encode")}
+THREADS = {"decode": ("decode", "preprocess"), "detect": ("detect",), "model": ("model", "postprocess"),
+           "render": ("render", "encode")}
 
 
 def benchmark(inputs: list[str], method: str, variant: str | None = None, weights: Path | None = None,
@@ -39,27 +36,25 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
     Each stage's share is its seconds over the wall time. Stages of one thread run one after another, so a
     thread busy for nearly the whole wall time bounds the run: the bottleneck is that thread's biggest stage.
     """
-    module = method_module(method)
-    variant = variant or next(iter(module.VARIANTS))
-    path = store.resolve(method, variant, weights, random_weights)
-    dev = resolve_device(device)
+    from ..api import load, run
+
     options = dict(options or {})
     if method == "dekr":  # DEKR rescores with the store's net when it is there
-        options = {**rescore_options(variant, True, None, random_weights, required=False), **options}
-    predictor = module.Predictor(path, variant=variant, device=dev, **options)
+        options.setdefault("rescore", "auto")
+    predictor = load(method, variant, weights, device=device, random_weights=random_weights, **options)
     runs = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="meshcli-bench-") as out:
-            runs.append(Pipeline(predictor, out, batch_size=batch_size, annotate=annotate,
-                                 progress=Progress(enabled=progress)).run(inputs))
+            runs.append(run(predictor, inputs, out, batch_size=batch_size, annotate=annotate, progress=progress))
     frames = runs[-1].times.frames
     wall = statistics.median(r.times.wall for r in runs)
     seconds = {stage: statistics.median(r.times.seconds[stage] for r in runs) for stage in runs[-1].times.seconds}
     busy = {thread: sum(seconds[s] for s in stages) / wall if wall else 0.0 for thread, stages in THREADS.items()}
     bottleneck_thread = max(busy, key=busy.get)
     return {
-        "method": method, "variant": variant, "device": str(dev), "batch_size": batch_size, "annotate": annotate,
-        "untrained": path is None, "inputs": inputs, "frames": frames, "repeat": repeat,
+        "method": method, "variant": predictor.variant, "device": str(predictor.device), "batch_size": batch_size,
+        "annotate": annotate, "untrained": predictor.weights.untrained, "inputs": inputs, "frames": frames,
+        "repeat": repeat,
         "settings": {k: v for k, v in predictor.metadata().items() if isinstance(v, (bool, int, float, str))},
         "failures": [f.line() for r in runs for f in r.failures],
         "stages": {stage: {"seconds": round(sec, 4), "ms_per_frame": round(1000 * sec / max(frames, 1), 2),
@@ -86,20 +81,23 @@ def register(app: typer.Typer) -> None:
         random_weights: RandomWeights = False,
         smpl: Annotated[Path | None, typer.Option("--smpl", help="SMPL model (body methods).",
                                                   show_default=False)] = None,
+        detector: Annotated[str, typer.Option(
+            "--detector", help="Body methods: full (the whole frame is one person: the method's own numbers) or "
+            "dekr (DEKR finds the people first: its time is the detect stage).")] = "full",
         batch_size: BatchSize = 8,
         device: Device = "auto",
         annotate: Annotate = True,
         repeat: Annotated[int, typer.Option("--repeat", min=1, help="Run N times; report each timing's median.")] = 1,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
-        """Per-stage throughput (decode, preprocess, model, postprocess, render, encode) and peak memory.
+        """Per-stage throughput (decode, preprocess, detect, model, postprocess, render, encode) and peak memory.
 
         Stages run in overlapping threads, so end-to-end frames/s is set by the slowest stage, not their sum;
         each stage's share of the wall time is printed and the bottleneck named.
-        Body methods crop the whole frame as one person here (no detector), so their numbers are the
-        method's own; DEKR rescores when its rescoring net is in the weights store.
+        Body methods crop the whole frame as one person unless --detector dekr; DEKR rescores when its
+        rescoring net is in the weights store.
         """
-        options = {"smpl": smpl} if smpl is not None else {}
+        options = {"smpl": smpl, "detector": detector} if spec(method).task == "body" else {}
         result = benchmark(inputs, method, variant, weights, random_weights, batch_size, device, options,
                            annotate, progress=not as_json, repeat=repeat)
         if as_json:

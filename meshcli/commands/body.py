@@ -1,19 +1,12 @@
 """`meshcli body`: SMPL body meshes per person (HMR, SPIN, I2L-MeshNet)."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from .. import weights as store
-from ..bodycrop import BoxesJson, DekrPeople, OpenPoseJson, PersonSource, WholeFrame
-from ..device import resolve_device
-from ..errors import MeshcliError
-from ..io.sinks import FilesSink
-from ..methods import method_module, methods_for
-from ..smpl import write_obj
+from ..methods import methods_for
 from .common import (
     Annotate,
     BatchSize,
@@ -25,65 +18,11 @@ from .common import (
     Variant,
     Weights,
     batch_command,
-    choose_method,
-    err_console,
     guarded,
     hand_to_engine,
 )
-from .pose import rescore_options
 
-DETECTORS = ("dekr", "full")
-RENDERERS = ("auto", "egl", "osmesa", "wireframe")
-DEKR_VARIANT = "w32-coco"
-
-# Method-specific constructor options, from the command's parameters (a dict of them all).
-# A method with its own options adds its parameters to `body` and an entry here.
-METHOD_OPTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "hmr": lambda cli: {},
-    "spin": lambda cli: {},
-    "i2l": lambda cli: {k: cli[k] for k in I2L_OPTIONS if cli[k] is not None},
-}
-I2L_OPTIONS = ("stage", "bbox", "focal", "principal_point", "root_depth")  # None when not given
-
-
-def person_source(detector: str | None, openpose: Path | None, boxes: Path | None, device) -> PersonSource:
-    """Who to reconstruct in each frame, from --detector / --openpose / --boxes (checked before any frame)."""
-    given = [name for name, v in (("--openpose", openpose), ("--boxes", boxes)) if v is not None]
-    if len(given) > 1 or (given and detector is not None):
-        raise MeshcliError(None, f"{' and '.join(given + (['--detector'] if detector else []))} both choose "
-                                 "the people to crop", "give only one of --detector, --openpose, --boxes")
-    if openpose is not None:
-        return OpenPoseJson(openpose)
-    if boxes is not None:
-        return BoxesJson(boxes)
-    if detector is None:
-        detector = "dekr" if store.entry_for("dekr", DEKR_VARIANT).present() else "full"
-    if detector == "full":
-        return WholeFrame()
-    if detector != "dekr":
-        raise MeshcliError(None, f"unknown --detector {detector}", f"use one of {', '.join(DETECTORS)}")
-    dekr = method_module("dekr")
-    weights = store.resolve("dekr", DEKR_VARIANT, None, False)
-    predictor = dekr.Predictor(weights, variant=DEKR_VARIANT, device=device,
-                               **rescore_options(DEKR_VARIANT, True, None, False, required=False))
-    return DekrPeople(predictor)
-
-
-class MeshSink(FilesSink):
-    """``--save-mesh``: DIR/<input>_meshes/<frame>_<person>.obj, the mesh at its ``cam_t``."""
-
-    def __init__(self, out_dir: Path, faces):
-        super().__init__(out_dir)
-        self.faces = faces
-
-    def write(self, frame, annotated, result):
-        stem = f"{frame.index:06d}" if "#" in frame.name else Path(frame.name).stem
-        for k in range(result.num_people):
-            path = self.out_dir / f"{stem}_{k:02d}.obj"
-            # I2L's meshes are already in camera space (no cam_t row)
-            offset = result.rows["cam_t"][k] if "cam_t" in result.rows else 0.0
-            write_obj(path, result.vertices[k] + offset, self.faces)
-            self.written.append(path)
+I2L_OPTIONS = ("bbox", "stage", "focal", "principal_point", "root_depth")  # None when not given
 
 
 def register(app: typer.Typer) -> None:
@@ -143,23 +82,13 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
     ) -> None:
         """SMPL body per person: NPZ (pose, shape, cameras, joints), mesh-overlay image/video, optional OBJs."""
-        cli = dict(locals())
-        module, variant, path = choose_method("body", method, variant, weights, random_weights)
-        dev = resolve_device(device)
-        if method != "i2l" and any(cli[k] is not None for k in I2L_OPTIONS):
-            given = ", ".join(f"--{k.replace('_', '-')}" for k in I2L_OPTIONS if cli[k] is not None)
-            raise MeshcliError(None, f"{given} only apply to --method i2l", "drop them or use --method i2l")
-        if bbox is not None and any(v is not None for v in (detector, openpose, boxes)):
-            raise MeshcliError(None, "--bbox and --detector/--openpose/--boxes both choose the people to crop",
-                               "give only one of them")
-        people = None if bbox is not None else person_source(detector, openpose, boxes, dev)
-        if renderer not in RENDERERS:
-            raise MeshcliError(None, f"unknown --renderer {renderer}", f"use one of {', '.join(RENDERERS)}")
-        predictor = module.Predictor(path, variant=variant, device=dev, smpl=smpl, people=people,
-                                     save_vertices=save_vertices, renderer=renderer, **METHOD_OPTIONS[method](cli))
-        if annotate and not quiet:
-            renderer = predictor.renderer
-            err_console.print(f"mesh overlay: {renderer.backend}"
-                              + (f" ({renderer.fallback_reason})" if renderer.fallback_reason else ""))
-        sinks = [lambda inp, out_dir, fields: MeshSink(out_dir / f"{inp.name}_meshes", predictor.smpl.faces)]
-        hand_to_engine(predictor, out, batch_size, annotate, sinks if save_mesh else [])
+        from ..api import load, output_sinks
+        from ..methods import spec
+
+        spec(method, "body")
+        given = dict(locals())
+        i2l_options = {k: given[k] for k in I2L_OPTIONS if given[k] is not None}
+        predictor = load(method, variant, weights, device=device, random_weights=random_weights, smpl=smpl,
+                         detector=detector, openpose=openpose, boxes=boxes, save_vertices=save_vertices,
+                         renderer=renderer, **i2l_options)
+        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor, save_mesh))

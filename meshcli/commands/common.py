@@ -12,10 +12,7 @@ import torch
 import typer
 from rich.console import Console
 
-from .. import weights as store
 from ..errors import MeshcliError
-from ..methods import method_module, methods_for
-from ..methods.base import choose_variant
 from ..engine import BatchOptions, BatchReport, Job, read_inputs_from, run_batch
 from ..engine.ledger import settings_of
 from ..pipeline import SinkFactory
@@ -34,18 +31,6 @@ Variant = Annotated[str | None, typer.Option("--variant", help="Model variant (d
                                              show_default=False)]
 Annotate = Annotated[bool, typer.Option("--annotate/--no-annotate", help="Write the annotated image/video.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-
-
-def choose_method(task: str, method: str, variant: str | None, weights: Path | None, random_weights: bool):
-    """(method module, variant, weights file or None for random weights) for a task command.
-
-    Unknown names and a missing checkpoint are one-line errors, before any frame is read.
-    """
-    if method not in methods_for(task):
-        raise MeshcliError(None, f"--method {method} is not a {task} method", f"use {', '.join(methods_for(task))}")
-    module = method_module(method)
-    variant = choose_variant(module.VARIANTS, variant, method)
-    return module, variant, store.resolve(method, variant, weights, random_weights)
 
 
 def fail(err: MeshcliError, code: int = 2) -> "typer.Exit":

@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..device import resolve_device
 from .common import (
     Annotate,
     BatchSize,
@@ -19,7 +18,6 @@ from .common import (
     Variant,
     Weights,
     batch_command,
-    choose_method,
     guarded,
     hand_to_engine,
 )
@@ -72,12 +70,14 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
     ) -> None:
         """3D hand joints per depth frame: NPZ (joints_xyz, joints_uvd, centre_xyz) and an annotated image/folder."""
-        module, variant, path = choose_method("hand", method, variant, weights, random_weights)
-        predictor = module.Predictor(path, variant=variant, device=resolve_device(device),
-                                     intrinsics=intrinsics, depth_format=depth_format, depth_scale=depth_scale,
-                                     centre=centre, centres=centres, centres_format=centres_format, cube=cube,
-                                     mirror=mirror, order=order)
-        hand_to_engine(predictor, out, batch_size, annotate)
+        from ..api import load, output_sinks
+        from ..methods import spec
+
+        spec(method, "hand")
+        predictor = load(method, variant, weights, device=device, random_weights=random_weights,
+                         intrinsics=intrinsics, depth_format=depth_format, depth_scale=depth_scale, centre=centre,
+                         centres=centres, centres_format=centres_format, cube=cube, mirror=mirror, order=order)
+        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor))
 
     eval_app.command("hand")(eval_hand)
 

@@ -1,16 +1,11 @@
 """`meshcli pose`: bottom-up multi-person 2D keypoints (DEKR)."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .. import weights as store
-from ..device import resolve_device
-from ..errors import MeshcliError
-from ..io.sinks import JsonSink
 from .common import (
     Annotate,
     BatchSize,
@@ -22,54 +17,9 @@ from .common import (
     Variant,
     Weights,
     batch_command,
-    choose_method,
     guarded,
     hand_to_engine,
 )
-
-COCO_ID = re.compile(r"^0*(\d+)$")
-
-
-def coco_sink(module):
-    """DIR/<input>.coco.json in COCO results format; image_id from COCO file names, else the frame index."""
-    def factory(inp, out_dir: Path, fields):
-        def records(frame, result):
-            stem = Path(frame.name).stem if not inp.is_video else ""
-            match = COCO_ID.match(stem)
-            image_id = int(match.group(1)) if match else frame.index
-            return module.coco_results(result, image_id)
-        return JsonSink(out_dir / f"{inp.name}.coco.json", records)
-    return factory
-
-
-def rescore_options(variant: str, rescore: bool, rescore_weights: Path | None, random_weights: bool,
-                    required: bool = True) -> dict:
-    """DEKR's rescoring net: the given file, else the store's for the variant's dataset.
-
-    Untrained runs rescore with an untrained net. When ``required`` is False (benchmarks) a
-    missing store file turns rescoring off instead of failing.
-    """
-    if not rescore or random_weights:
-        return {"rescore": rescore, "rescore_weights": None}
-    entry = store.entry_for("dekr", f"rescore-{variant.split('-', 1)[1]}")
-    if rescore_weights is None and not entry.present():
-        if not required:
-            return {"rescore": False, "rescore_weights": None}
-        raise MeshcliError(entry.path, "DEKR's rescoring net is not in the weights store",
-                           f"{entry.how_to_get()}; or pass --rescore-weights PATH, or --no-rescore")
-    return {"rescore": True, "rescore_weights": store.resolve("dekr", entry.variant, rescore_weights, False)}
-
-
-def parse_scales(text: str) -> tuple[float, ...]:
-    try:
-        scales = tuple(float(s) for s in text.split(","))
-    except ValueError:
-        raise MeshcliError(None, f"--scales {text!r} is not a comma-separated list of numbers",
-                           "e.g. --scales 0.5,1,2") from None
-    if 1.0 not in scales or any(s <= 0 for s in scales):
-        raise MeshcliError(None, f"--scales {text!r} must be positive and include 1 (the reference scale)",
-                           "e.g. --scales 0.5,1,2")
-    return scales
 
 
 def register(app: typer.Typer) -> None:
@@ -100,8 +50,10 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
     ) -> None:
         """Multi-person 2D keypoints: annotated image/video, NPZ and COCO results JSON per input."""
-        module, variant, path = choose_method("pose", method, variant, weights, random_weights)
-        predictor = module.Predictor(path, variant=variant, device=resolve_device(device),
-                                     scales=parse_scales(scales), flip=flip, nms_threshold=nms_threshold,
-                                     **rescore_options(variant, rescore, rescore_weights, random_weights))
-        hand_to_engine(predictor, out, batch_size, annotate, [coco_sink(module)])
+        from ..api import load, output_sinks
+        from ..methods import spec
+
+        spec(method, "pose")
+        predictor = load(method, variant, weights, device=device, random_weights=random_weights, scales=scales,
+                         flip=flip, nms_threshold=nms_threshold, rescore=rescore, rescore_weights=rescore_weights)
+        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor))

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .. import records
 from .. import weights as store
 from .common import guarded
 
@@ -17,7 +18,7 @@ weights_app = typer.Typer(no_args_is_help=True, help="List, fetch and import che
 @weights_app.command("list")
 def list_() -> None:
     """Known checkpoints, whether each is present, and where."""
-    table = Table(title=f"weights store: {store.store_dir()}")
+    table = Table(title=f"weights store: {records.store_dir()}")
     for col in ("name", "method", "variant", "present", "file / source", "licence"):
         table.add_column(col)
     for e, present in store.status():

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..io.sinks import write_atomic
 from ..io.sources import Input
-from ..methods.base import file_sha256
+from ..types import file_sha256
 
 LEDGER_DIR = "meshcli_run"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 import zipfile
 from fractions import Fraction
@@ -21,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..errors import MeshcliError
-from ..methods.base import Frame, FrameResult
+from ..types import Frame, FrameResult
 
 
 def temp_path_for(final: Path) -> Path:
@@ -344,3 +345,65 @@ class JsonSink(Sink):
 
     def abort(self):
         self.records = []
+
+
+class MeshSink(FilesSink):
+    """``--save-mesh``: DIR/<input>_meshes/<frame>_<person>.obj, the mesh at its ``cam_t``."""
+
+    def __init__(self, out_dir: Path, faces: np.ndarray):
+        super().__init__(out_dir)
+        self.faces = faces
+
+    def write(self, frame, annotated, result):
+        stem = f"{frame.index:06d}" if "#" in frame.name else Path(frame.name).stem
+        for k in range(result.num_people):
+            path = self.out_dir / f"{stem}_{k:02d}.obj"
+            # I2L's meshes are already in camera space (no cam_t row)
+            offset = result.rows["cam_t"][k] if "cam_t" in result.rows else 0.0
+            write_obj(path, result.vertices[k] + offset, self.faces)
+            self.written.append(path)
+
+
+def mesh_sink(faces: np.ndarray):
+    """The pipeline's sink factory for ``MeshSink``."""
+    return lambda inp, out_dir, fields: MeshSink(out_dir / f"{inp.name}_meshes", faces)
+
+
+def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Write one mesh as a Wavefront OBJ (1-based faces), atomically."""
+    vertices, faces = np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64)
+    text = io.StringIO()
+    np.savetxt(text, vertices, fmt="v %.6f %.6f %.6f")
+    np.savetxt(text, faces + 1, fmt="f %d %d %d")
+    data = text.getvalue().encode("ascii")
+    write_atomic(Path(path), data)
+
+
+COCO_ID = re.compile(r"^0*(\d+)$")
+
+
+def coco_sink(inp, out_dir: Path, fields) -> JsonSink:
+    """DIR/<input>.coco.json in COCO results format; image_id from COCO file names, else the frame index."""
+    def records(frame, result):
+        stem = Path(frame.name).stem if not inp.is_video else ""
+        match = COCO_ID.match(stem)
+        return coco_results(result, int(match.group(1)) if match else frame.index)
+    return JsonSink(out_dir / f"{inp.name}.coco.json", records)
+
+
+def coco_results(result: FrameResult, image_id: int, category_id: int = 1) -> list[dict[str, Any]]:
+    """COCO keypoint-results entries for one frame, as the official result writer makes them.
+
+    Each joint is (x, y, score) with the per-joint score in the third slot;
+    ``bbox`` is the keypoints' box as (x, y, w, h).
+    """
+    out = []
+    for k in range(result.num_people):
+        kp = result.rows["keypoints"][k].astype(np.float64)
+        x0, y0 = kp[:, :2].min(0)
+        x1, y1 = kp[:, :2].max(0)
+        out.append({"image_id": image_id, "category_id": category_id,
+                    "keypoints": [float(v) for v in kp.reshape(-1)],
+                    "score": float(result.rows["scores"][k]),
+                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]})
+    return out

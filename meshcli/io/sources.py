@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..errors import MeshcliError
-from ..methods.base import Frame
+from ..types import Frame
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}

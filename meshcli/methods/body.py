@@ -1,7 +1,8 @@
 """What the crop-and-regress body methods (HMR, SPIN) share.
 
-Per frame, ``preprocess`` asks the person source who is there (see
-``meshcli.bodycrop``) and cuts each person's crop by the method's own rule;
+Per frame, ``preprocess`` takes the people the person source found (see
+``meshcli.people``; a network source such as DEKR runs in the pipeline's detect
+stage) and cuts each person's crop by the method's own rule;
 ``infer`` stacks the crops of every frame in the batch, runs the network and
 SMPL on them together (in chunks), and hands each frame its people back;
 ``postprocess`` maps cameras and joints to original-image pixels and fills the
@@ -28,19 +29,24 @@ whole-frame crop this is the official demo's camera.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from ..bodycrop import Person, PersonSource, WholeFrame, choose_people
+from .. import records
 from ..device import resolve_device
 from ..errors import MeshcliError
-from ..render import MeshRenderer, weak_perspective_to_translation
-from ..smpl import SMPLModel, require_smpl
-from .base import Frame, FrameResult, Predictor, WeightsInfo, choose_variant, file_sha256
+from ..io.smplfile import require_smpl
+from ..options import check_choice
+from ..people import PersonSource, WholeFrame, choose_people
+from ..render import BACKENDS, MeshRenderer, weak_perspective_to_translation
+from ..smpl import SMPLModel
+from ..types import BodyResult, Frame, Person, WeightsInfo, file_sha256
+from . import METHODS
+from .base import Predictor
 
 CROP_CHUNK = 64  # crops per network call: bounds device memory whatever the frame batch holds
 # rows in original-image terms are float64 (pixels of large images); model outputs stay float32
@@ -49,10 +55,8 @@ IMAGE_SPACE = ("bbox", "crop_box", "score", "cam_t", "focal_length", "principal_
 
 def resolve_smpl(path: str | Path | None) -> Path:
     """``--smpl`` if given, else the SMPL model imported into the weights store; a clear error if neither."""
-    from .. import weights as store
-
     try:
-        stored = store.entry("smpl").path
+        stored = records.record("smpl").path
     except MeshcliError:  # a manifest without an SMPL entry
         stored = None
     return require_smpl(path, stored)
@@ -77,27 +81,22 @@ class BodyFrame:
     crops: list[PersonCrop]
 
 
-@dataclass
-class BodyResult(FrameResult):
-    """FrameResult plus what only the overlay needs (the NPZ keeps ``rows``)."""
-
-    vertices: np.ndarray = field(default_factory=lambda: np.zeros((0, 6890, 3), np.float32))
-
-
 class BodyPredictor(Predictor):
     """Crop-and-regress body method over a person source; see the module docstring."""
 
     task = "body"
-    crop_size: ClassVar[int] = 224
+    result_type = BodyResult
     focal: ClassVar[float]  # the method's camera focal length, in crop pixels
-    joint_names: ClassVar[tuple[str, ...]]
     # OpenPose files hold several people; the official demos reconstruct one of them.
     openpose_choice: ClassVar[str] = "all"  # "all" | "most_confident" | "first"
 
     def __init__(self, weights: str | Path | None, variant: str | None = None,
                  device: str | torch.device = "cpu", *, smpl: str | Path | SMPLModel | None = None,
                  people: PersonSource | None = None, save_vertices: bool = False, renderer: str = "auto"):
-        self.variant = choose_variant(self.variants(), variant, self.method)
+        self.variant = METHODS[self.method].choose_variant(variant)
+        record = records.record_for(self.method, self.variant)
+        self.crop_size = record.input_size
+        self.joint_names = record.joint_names
         self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
         self.weights = WeightsInfo.of(self._weights_file(weights))
         if not isinstance(smpl, SMPLModel):
@@ -108,13 +107,23 @@ class BodyPredictor(Predictor):
             self.smpl_name, self.smpl_sha256 = "(given)", ""
         self.smpl = smpl.to(self.device)
         self.source = people or WholeFrame()
+        self.detector = self.source if self.source.on_device else None
         self.save_vertices = save_vertices
-        self.renderer = MeshRenderer(self.smpl.faces, backend=renderer)
+        self.renderer_choice = check_choice(renderer, BACKENDS, "--renderer")
+        self._renderer: MeshRenderer | None = None  # made at the first annotate: an OpenGL probe costs time
+
+    @property
+    def renderer_used(self) -> MeshRenderer | None:
+        """The overlay renderer, once ``annotate`` has made it."""
+        return self._renderer
+
+    @property
+    def renderer(self) -> MeshRenderer:
+        if self._renderer is None:
+            self._renderer = MeshRenderer(self.smpl.faces, backend=self.renderer_choice)
+        return self._renderer
 
     # -- what a method provides ------------------------------------------------------------------
-    @classmethod
-    def variants(cls) -> dict[str, dict]:
-        raise NotImplementedError
 
     def _weights_file(self, weights: str | Path | None) -> str | Path | None:
         """The file whose name and sha256 are stamped into outputs."""
@@ -134,8 +143,9 @@ class BodyPredictor(Predictor):
         raise NotImplementedError
 
     # -- the pipeline steps ----------------------------------------------------------------------
-    def preprocess(self, frame: Frame) -> BodyFrame:
-        people = self.source.people(frame)
+    def preprocess(self, frame: Frame, people: list[Person] | None = None) -> BodyFrame:
+        if people is None:
+            people = self.source.people(frame)
         if self.source.name == "openpose":
             people = choose_people(people, self.openpose_choice)
         crops = [self.crop(frame.image, p) for p in people]
@@ -189,12 +199,14 @@ class BodyPredictor(Predictor):
         return {k: np.zeros((0, *s), np.float64 if k in IMAGE_SPACE else np.float32) for k, s in rows.items()}
 
     def release_render_resources(self) -> None:
-        self.renderer.close()
+        if self._renderer is not None:
+            self._renderer.close()
 
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
         meta.update({"detector": self.source.name, "smpl": self.smpl_name,
-                     "smpl_sha256": self.smpl_sha256, "renderer": self.renderer.backend,
+                     "smpl_sha256": self.smpl_sha256,
+                     "renderer": self._renderer.backend if self._renderer is not None else "none (no overlay drawn)",
                      "joint_names": np.array(self.joint_names), "crop_size": self.crop_size})
         return meta
 

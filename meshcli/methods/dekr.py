@@ -40,16 +40,18 @@ from ..checkpoints import load_state_dict_strict, torch_load
 from ..device import resolve_device
 from ..draw import colour, draw_box, draw_skeleton
 from ..errors import MeshcliError
+from ..options import parse_floats
 from ..models.hrnet import HRNet, concat_branches, conv_bn
 from ..models.inference import fold_into, for_inference
 from ..models.resnet import BasicBlock
 from ..ops import DeformConv2d
-from .base import Frame, FrameResult, Predictor, WeightsInfo, choose_variant
+from ..records import record_for
+from ..types import Frame, PoseResult, WeightsInfo
+from . import METHODS
+from .base import Predictor
 
+# Joint names, input sizes and normalisation are in each variant's weights record (meshcli.records).
 _COCO = {
-    "joint_names": ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
-                    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-                    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"),
     "flip_index": (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15),
     # Limbs of the rescoring features (also the COCO skeleton that is drawn).
     "links": ((0, 1), (0, 2), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 6), (5, 7), (5, 11),
@@ -59,9 +61,6 @@ _COCO = {
     "rescore_file": "final_rescore_coco_kpt.pth",
 }
 _CROWDPOSE = {
-    "joint_names": ("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
-                    "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
-                    "right_ankle", "head", "neck"),
     "flip_index": (1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 12, 13),
     "links": ((12, 13), (13, 0), (13, 1), (0, 2), (1, 3), (2, 4), (3, 5), (0, 6), (1, 7), (6, 8),
               (7, 9), (8, 10), (9, 11), (6, 7), (0, 1)),
@@ -72,14 +71,10 @@ _CROWDPOSE = {
 
 # The TEST settings of the official configs (experiments/<dataset>/w{32,48}/*.yaml).
 VARIANTS: dict[str, dict[str, Any]] = {
-    "w32-coco": {"width": 32, "input_size": 512, "dataset": "coco", **_COCO,
-                 "checkpoint": "pose_dekr_hrnetw32_coco.pth"},
-    "w48-coco": {"width": 48, "input_size": 640, "dataset": "coco", **_COCO,
-                 "checkpoint": "pose_dekr_hrnetw48_coco.pth"},
-    "w32-crowdpose": {"width": 32, "input_size": 512, "dataset": "crowdpose", **_CROWDPOSE,
-                      "checkpoint": "pose_dekr_hrnetw32_crowdpose.pth"},
-    "w48-crowdpose": {"width": 48, "input_size": 640, "dataset": "crowdpose", **_CROWDPOSE,
-                      "checkpoint": "pose_dekr_hrnetw48_crowdpose.pth"},
+    "w32-coco": {"width": 32, **_COCO},
+    "w48-coco": {"width": 48, **_COCO},
+    "w32-crowdpose": {"width": 32, **_CROWDPOSE},
+    "w48-crowdpose": {"width": 48, **_CROWDPOSE},
 }
 
 # Store entries for the two rescoring nets (one per dataset, shared by W32 and W48).
@@ -215,14 +210,16 @@ class RescoreNet(nn.Module):
 
 
 def build_network(variant: str) -> DekrNet:
-    cfg = VARIANTS[choose_variant(VARIANTS, variant, "dekr")]
-    return DekrNet(cfg["width"], len(cfg["joint_names"]))
+    variant = METHODS["dekr"].choose_variant(variant)
+    return DekrNet(VARIANTS[variant]["width"], len(record_for("dekr", variant).joint_names))
 
 
 def build_rescore_net(variant: str) -> RescoreNet:
     """The rescoring net of a pose variant, or of a store entry ``rescore-coco`` / ``rescore-crowdpose``."""
-    cfg = RESCORE_VARIANTS.get(variant) or VARIANTS[choose_variant(VARIANTS, variant, "dekr")]
-    return RescoreNet(3 * len(cfg["links"]) + len(cfg["joint_names"]))
+    if variant not in RESCORE_VARIANTS:
+        variant = METHODS["dekr"].choose_variant(variant)
+    cfg = RESCORE_VARIANTS.get(variant) or VARIANTS[variant]
+    return RescoreNet(3 * len(cfg["links"]) + len(record_for("dekr", variant).joint_names))
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -254,7 +251,7 @@ def validate_checkpoint(path: Path, variant: str) -> None:
         if variant in RESCORE_VARIANTS:
             load_state_dict_strict(build_rescore_net(variant), state, path, what=f"DEKR {variant} net")
         else:
-            variant = choose_variant(VARIANTS, variant, "dekr")
+            variant = METHODS["dekr"].choose_variant(variant)
             load_state_dict_strict(build_network(variant), state, path, what=f"DEKR {variant} network")
 
 
@@ -472,16 +469,19 @@ class DekrRaw:
 class DekrPredictor(Predictor):
     task = "pose"
     method = "dekr"
+    result_type = PoseResult
 
     def __init__(self, weights: str | Path | None, variant: str | None = None,
                  device: str | torch.device = "cpu", *, scales: Sequence[float] = (1.0,), flip: bool = True,
                  nms_threshold: float | None = None, rescore: bool = True,
                  rescore_weights: str | Path | None = None, center_threshold: float = CENTER_THRESHOLD,
                  max_people: int = MAX_PEOPLE, draw_threshold: float = DRAW_THRESHOLD):
-        self.variant = choose_variant(VARIANTS, variant, "dekr")
+        self.variant = METHODS["dekr"].choose_variant(variant)
         self.cfg = VARIANTS[self.variant]
+        self.input_size = record_for("dekr", self.variant).input_size
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.scales = sorted((float(s) for s in scales), reverse=True)
+        scales = parse_floats(scales, None, "--scales", "0.5,1,2")
+        self.scales = sorted(scales, reverse=True)
         if 1.0 not in self.scales or len(set(self.scales)) != len(self.scales) or min(self.scales) <= 0:
             raise MeshcliError(None, f"--scales {','.join(map(str, scales))}: DEKR needs distinct positive "
                                "scales including 1 (other scales are normalised against it)",
@@ -494,7 +494,7 @@ class DekrPredictor(Predictor):
         self.center_threshold = center_threshold
         self.max_people = max_people
         self.draw_threshold = draw_threshold
-        self.joint_names = self.cfg["joint_names"]
+        self.joint_names = record_for("dekr", self.variant).joint_names
         self.skeleton = self.cfg["links"]
 
         if rescore and rescore_weights is None and weights is not None:
@@ -517,7 +517,7 @@ class DekrPredictor(Predictor):
 
     # -- preprocess -----------------------------------------------------------------------
 
-    def preprocess(self, frame: Frame) -> DekrInput:
+    def preprocess(self, frame: Frame, people=None) -> DekrInput:
         image = frame.image
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise MeshcliError(frame.name, "DEKR needs an RGB uint8 image",
@@ -525,7 +525,7 @@ class DekrPredictor(Predictor):
         hw = image.shape[:2]
         inputs = []
         for s in self.scales:
-            size, center, scale = resize_geometry(hw, self.cfg["input_size"], s)
+            size, center, scale = resize_geometry(hw, self.input_size, s)
             if size[0] % 32 or size[1] % 32:
                 raise MeshcliError(frame.name, f"scale {s:g} gives a {size[0]}x{size[1]} network input; "
                                    "HRNet needs sides that are multiples of 32", "use scales such as 0.5,1,2")
@@ -548,7 +548,7 @@ class DekrPredictor(Predictor):
 
     @torch.inference_mode()
     def infer(self, prepared: list[DekrInput]) -> list[DekrRaw]:
-        ratio = self.cfg["input_size"] * 1.0 / (self.cfg["input_size"] // STRIDE)
+        ratio = self.input_size * 1.0 / (self.input_size // STRIDE)
         heat_sum: list[torch.Tensor | None] = [None] * len(prepared)
         found: list[list[torch.Tensor]] = [[] for _ in prepared]
         for si, s in enumerate(self.scales):  # descending, as the official loop
@@ -612,19 +612,19 @@ class DekrPredictor(Predictor):
         predicted[np.isnan(predicted)] = 0
         return predicted * scores
 
-    def postprocess(self, prepared: DekrInput, raw: DekrRaw) -> FrameResult:
+    def postprocess(self, prepared: DekrInput, raw: DekrRaw) -> PoseResult:
         poses = self.to_image(self.pose_nms(raw), prepared)
         scores = np.array([p[:, 2].mean() for p in poses], np.float32)
         if self.rescore_net is not None and len(poses):
             scores = self.rescore(poses, scores).astype(np.float32)
         xy = poses[..., :2]
         bbox = np.concatenate([xy.min(1), xy.max(1)], 1) if len(poses) else np.zeros((0, 4), np.float32)
-        return FrameResult(prepared.frame_index, {"keypoints": poses, "scores": scores,
-                                                  "bbox": bbox.astype(np.float32)})
+        return PoseResult(prepared.frame_index, {"keypoints": poses, "scores": scores,
+                                                 "bbox": bbox.astype(np.float32)})
 
     # -- output -----------------------------------------------------------------------------
 
-    def annotate(self, image: np.ndarray, result: FrameResult) -> np.ndarray:
+    def annotate(self, image: np.ndarray, result: PoseResult) -> np.ndarray:
         out = image.copy()
         rows = result.rows
         for k in range(result.num_people):
@@ -651,24 +651,3 @@ class DekrPredictor(Predictor):
             "rescored": self.rescore_net is not None,
         })
         return meta
-
-
-Predictor = DekrPredictor
-
-
-def coco_results(result: FrameResult, image_id: int, category_id: int = 1) -> list[dict[str, Any]]:
-    """COCO keypoint-results entries for one frame, as the official result writer makes them.
-
-    Each joint is (x, y, score) with the per-joint score in the third slot;
-    ``bbox`` is the keypoints' box as (x, y, w, h).
-    """
-    out = []
-    for k in range(result.num_people):
-        kp = result.rows["keypoints"][k].astype(np.float64)
-        x0, y0 = kp[:, :2].min(0)
-        x1, y1 = kp[:, :2].max(0)
-        out.append({"image_id": image_id, "category_id": category_id,
-                    "keypoints": [float(v) for v in kp.reshape(-1)],
-                    "score": float(result.rows["scores"][k]),
-                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]})
-    return out

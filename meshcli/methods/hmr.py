@@ -43,31 +43,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from ..bodycrop import Person
 from ..checkpoints import build_loaded, load_state_dict_strict, torch_load
 from ..errors import MeshcliError
 from ..models.resnet_v2 import ResNetV2, tf_variable_map as resnet_variable_map
-from ..smpl import NUM_COCOPLUS, NUM_VERTS
+from ..io.smplfile import NUM_COCOPLUS, NUM_VERTS
 from ..tfcheckpoint import TFCheckpoint, checkpoint_prefix, is_tf_checkpoint
-from .base import file_sha256
+from ..types import Person, file_sha256
 from .body import BodyPredictor, PersonCrop
 
-# HMR's 19 joints: the 14 LSP joints, then 5 face points (src/util/renderer.py order).
-JOINT_NAMES = (
-    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
-    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
-    "neck", "head_top", "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-)
+# Input size, normalisation and the 19 joint names (14 LSP joints, then 5 face points) are in the
+# variant's weights record (meshcli.records).
 VARIANTS: dict[str, dict] = {
     # The released model: ResNet-v2-50 + 3-iteration IEF, trained on LSP, MPII, COCO
     # (2D) and Human3.6M / MPI-INF-3DHP (3D), checkpoint model.ckpt-667589.
     "resnet50-ief": {
-        "input_size": 224,
-        "normalisation": "RGB / 255 scaled to [-1, 1]",
         "iterations": 3,
         "person_height": 150.0,  # px the crop rule scales a keypoint box's diagonal to
         "focal_length": 500.0,  # px at crop resolution, the demo renderer's camera
-        "joint_names": JOINT_NAMES,
     },
 }
 DEFAULT_VARIANT = next(iter(VARIANTS))
@@ -267,24 +259,18 @@ class HmrPredictor(BodyPredictor):
     """HMR over a person source; see the module docstring (Python API: ``predictor(frames)``)."""
 
     method = "hmr"
-    joint_names = JOINT_NAMES
     openpose_choice = "most_confident"  # demo: the person with the highest mean keypoint confidence
 
     def __init__(self, weights: str | Path | None, variant: str | None = None,
                  device: str | torch.device = "cpu", **options):
         super().__init__(weights, variant, device, **options)
         cfg = VARIANTS[self.variant]
-        self.crop_size = cfg["input_size"]
         self.person_height = cfg["person_height"]
         self.focal = cfg["focal_length"]
         self.net = build_loaded(lambda: HMRNet(cfg["iterations"]), weights, load_weights, "HMR network")
         if weights is None and self.smpl.has_cocoplus:  # untrained: HMR's joints from the SMPL file if it has them
             self.net.cocoplus_regressor.copy_(self.smpl.cocoplus_regressor)
         self.net.eval().to(self.device)
-
-    @classmethod
-    def variants(cls) -> dict[str, dict]:
-        return VARIANTS
 
     def _weights_file(self, weights):
         # A TF checkpoint is named by its prefix; stamp its index file (its name is the prefix's).
@@ -321,6 +307,3 @@ class HmrPredictor(BodyPredictor):
                 "cam_t": np.array([tx, ty, self.focal / (half * s)]),
                 "focal_length": np.full(2, self.focal / scale),
                 "principal_point": start / scale}
-
-
-Predictor = HmrPredictor

@@ -41,31 +41,31 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from ..bodycrop import Person, PersonSource
 from ..checkpoints import load_state_dict_strict, torch_load
 from ..errors import MeshcliError
 from ..models.resnet import ResNet
-from ..smpl import SMPL_JOINT_NAMES, SMPLModel, rot6d_to_rotmat, rotmat_to_axis_angle
-from .base import Frame, choose_variant
-from .body import BodyFrame, BodyPredictor, BodyResult, PersonCrop
+from ..options import parse_floats
+from ..people import FixedBox
+from ..records import record_for
+from ..smpl import SMPLModel, rot6d_to_rotmat, rotmat_to_axis_angle
+from ..types import BodyResult, Person
+from . import METHODS
+from .body import BodyFrame, BodyPredictor, PersonCrop
 
 # I2L adds five face points to SMPL's 24 joints, each one vertex of the mesh.
+# The 5 face points after SMPL's 24 joints (the record's joint names), as SMPL vertex indices.
 FACE_POINTS = {"nose": 331, "left_eye": 2802, "right_eye": 6262, "left_ear": 3489, "right_ear": 3990}
-JOINT_NAMES = SMPL_JOINT_NAMES + tuple(FACE_POINTS)
 VARIANTS: dict[str, dict] = {
     # The released body models (demo snapshot_8, the Human3.6M / 3DPW test models) all
     # share this configuration: main/config.py with an SMPL test set.
     "body": {
         "input_size": (256, 256),  # (height, width) of the crop
-        "normalisation": "RGB, /255, no mean/std",
         "heatmap_bins": 64,  # lixels per axis (output_hm_shape 64x64x64)
         "sigma": 2.5,  # lixels, of the 3-D joint heatmaps fed to Pose2Feat
         "bbox_enlarge": 1.25,
         "bbox_3d_size": 2.0,  # metres covered by the 64 depth bins
         "num_vertices": 6890,
-        "joint_names": JOINT_NAMES,
     },
 }
 DEFAULT_VARIANT = next(iter(VARIANTS))
@@ -291,12 +291,13 @@ def load_network(path: str | Path, variant: str = DEFAULT_VARIANT,
 
 def build_network(variant: str = DEFAULT_VARIANT) -> I2LMeshNet:
     cfg = VARIANTS[variant]
-    return I2LMeshNet(len(cfg["joint_names"]), cfg["num_vertices"], cfg["heatmap_bins"], cfg["sigma"])
+    return I2LMeshNet(len(record_for("i2l", variant).joint_names), cfg["num_vertices"], cfg["heatmap_bins"],
+                      cfg["sigma"])
 
 
 def validate_checkpoint(path: Path, variant: str) -> None:
     """Check every tensor name and shape of a snapshot against the architecture (no values copied)."""
-    variant = choose_variant(VARIANTS, variant, "i2l")
+    variant = METHODS["i2l"].choose_variant(variant)
     network, prefix = network_state(read_snapshot(path), path)
     with torch.device("meta"):  # shapes only: copying into meta tensors is a no-op
         net = build_network(variant)
@@ -401,42 +402,13 @@ def to_camera(joints_lixel: np.ndarray, mesh_lixel: np.ndarray, inv_trans: np.nd
 
 # ----------------------------------------------------------------------------- predictor
 
-def parse_floats(value, count: int, option: str, example: str) -> tuple[float, ...]:
-    """"a,b,..." text or numbers -> ``count`` finite floats; for two, one number serves both."""
-    try:
-        numbers = ([float(v) for v in value.split(",")] if isinstance(value, str)
-                   else [float(v) for v in np.atleast_1d(np.asarray(value, dtype=np.float64))])
-    except ValueError:
-        numbers = []
-    if count == 2 and len(numbers) == 1:
-        numbers *= 2
-    if len(numbers) != count or not np.isfinite(numbers).all():
-        raise MeshcliError(None, f"{option} {value} is not {count} comma-separated numbers", f"e.g. {option} {example}")
-    return tuple(numbers)
-
-
-class FixedBox(PersonSource):
-    """One person in every frame, in the box given as x, y, w, h (``--bbox``)."""
-
-    name = "bbox"
-
-    def __init__(self, xywh):
-        x, y, w, h = parse_floats(xywh, 4, "--bbox", "139.4,102.3,222.4,241.6")
-        if not (w > 0 and h > 0):
-            raise MeshcliError(None, f"--bbox {xywh} has no area", "give x,y,width,height with a positive size")
-        self.box = np.array([x, y, x + w, y + h])
-
-    def people(self, frame: Frame) -> list[Person]:
-        return [Person(self.box.copy(), "box")]
-
-
 class I2LPredictor(BodyPredictor):
     """I2L-MeshNet over a person source: lixel mesh and joints, SMPL parameters and mesh.
 
     ``stage`` picks the mesh the overlay shows (``lixel`` or ``param``); the NPZ holds
     the parameter stage whenever the snapshot's parameter head is trained. People come
     from ``bbox`` (x, y, w, h, the same box in every frame) or a ``people`` source
-    (meshcli.bodycrop). The camera: ``focal`` (px; f or (fx, fy)), ``principal_point``
+    (meshcli.people). The camera: ``focal`` (px; f or (fx, fy)), ``principal_point``
     (px; default the image centre) and ``root_depth`` (m from the camera to the pelvis);
     the defaults are the official demo's.
 
@@ -447,7 +419,6 @@ class I2LPredictor(BodyPredictor):
     """
 
     method = "i2l"
-    joint_names = JOINT_NAMES
 
     def __init__(self, weights: str | Path | None, variant: str | None = None,
                  device: str | torch.device = "cpu", *, stage: str = "lixel", bbox=None, focal=DEFAULT_FOCAL,
@@ -482,10 +453,6 @@ class I2LPredictor(BodyPredictor):
         self.joint_regressor = joint_regressor_29(self.smpl.j_regressor.float())
         # The demo takes the root from SMPL's pelvis row, in float32 numpy.
         self.root_row = self.smpl.j_regressor[0].float().cpu().numpy()
-
-    @classmethod
-    def variants(cls) -> dict[str, dict]:
-        return VARIANTS
 
     def camera(self, image_hw: tuple[int, int]) -> tuple[tuple[float, float], tuple[float, float]]:
         """(focal, principal point) for an image of this size."""
@@ -564,6 +531,3 @@ class I2LPredictor(BodyPredictor):
         focal, principal = self.camera(image.shape[:2])
         # the meshes are already in camera space: no per-person translation
         return self.renderer.render(image, result.vertices, np.zeros((result.num_people, 3)), focal, principal)
-
-
-Predictor = I2LPredictor

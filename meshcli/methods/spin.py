@@ -34,11 +34,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..bodycrop import Person
 from ..checkpoints import build_loaded, load_state_dict_strict, torch_load
 from ..errors import MeshcliError
 from ..models.resnet import ResNet
-from ..smpl import SMPL_JOINT_NAMES, rot6d_to_rotmat, rotmat_to_axis_angle
+from ..smpl import rot6d_to_rotmat, rotmat_to_axis_angle
+from ..types import Person
 from .body import BodyPredictor, PersonCrop
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -46,13 +46,11 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 VARIANTS: dict[str, dict] = {
     # The released model (data/model_checkpoint.pt of fetch_data.sh).
+    # Input size, normalisation and joint names (SMPL's 24) are in the weights record.
     "resnet50": {
-        "input_size": 224,
-        "normalisation": "RGB / 255, ImageNet mean/std",
         "iterations": 3,
         "focal_length": 5000.0,  # px at crop resolution (constants.FOCAL_LENGTH)
         "box_rescale": 1.2,  # OpenPose keypoint box enlargement (demo.py)
-        "joint_names": SMPL_JOINT_NAMES,
     },
 }
 DEFAULT_VARIANT = next(iter(VARIANTS))
@@ -178,22 +176,16 @@ class SpinPredictor(BodyPredictor):
     """SPIN over a person source; see the module docstring (Python API: ``predictor(frames)``)."""
 
     method = "spin"
-    joint_names = SMPL_JOINT_NAMES
     openpose_choice = "first"  # demo.py reads people[0]
 
     def __init__(self, weights: str | Path | None, variant: str | None = None,
                  device: str | torch.device = "cpu", **options):
         super().__init__(weights, variant, device, **options)
         cfg = VARIANTS[self.variant]
-        self.crop_size = cfg["input_size"]
         self.focal = cfg["focal_length"]
         self.rescale = cfg["box_rescale"]
         self.net = build_loaded(lambda: SpinNet(cfg["iterations"]), weights, load_weights, "SPIN network")
         self.net.eval().to(self.device)
-
-    @classmethod
-    def variants(cls) -> dict[str, dict]:
-        return VARIANTS
 
     def crop(self, image: np.ndarray, person: Person) -> PersonCrop:
         centre, scale = crop_parameters(person, image.shape[:2], self.rescale)
@@ -221,5 +213,3 @@ class SpinPredictor(BodyPredictor):
         p = out["joints3d"].astype(np.float64) + cam_t
         return {"joints2d": focal * p[:, :2] / p[:, 2:] + centre, "cam_t": cam_t,
                 "focal_length": focal, "principal_point": centre}
-
-Predictor = SpinPredictor

@@ -40,14 +40,14 @@ from ..device import resolve_device
 from ..draw import draw_skeleton
 from ..errors import MeshcliError
 from ..models.resnet import BasicBlock
-from .base import Frame, FrameResult, Predictor, WeightsInfo, choose_variant
+from ..io.depth import DEPTH_EXTENSIONS, DEPTH_FORMATS, read_depth
+from ..records import record_for
+from ..types import Frame, HandResult, WeightsInfo
+from . import METHODS
+from .base import Predictor
 
-# The model's joint order (HANDS2017 / BigHand2.2M). T/I/M/R/P = thumb..pinky.
-HANDS17_JOINTS = (
-    "Wrist", "TMCP", "IMCP", "MMCP", "RMCP", "PMCP",
-    "TPIP", "TDIP", "TTIP", "IPIP", "IDIP", "ITIP", "MPIP", "MDIP", "MTIP",
-    "RPIP", "RDIP", "RTIP", "PPIP", "PDIP", "PTIP",
-)
+# The model's joint order (HANDS2017 / BigHand2.2M), from its weights record. T/I/M/R/P = thumb..pinky.
+HANDS17_JOINTS = record_for("srn", "hands17").joint_names
 # MSRA order as indices into the HANDS2017 order (the realtime demo's joint.txt).
 HANDS17_TO_MSRA = (0, 2, 9, 10, 11, 3, 12, 13, 14, 4, 15, 16, 17, 5, 18, 19, 20, 1, 6, 7, 8)
 JOINT_ORDERS = {"hands17": tuple(range(21)), "msra": HANDS17_TO_MSRA}
@@ -69,20 +69,16 @@ INTRINSICS = {
 }
 
 VARIANTS: dict[str, dict[str, Any]] = {
+    # input size and joint names: the variant's weights record
     "hands17": {
-        "checkpoint": "offset_000_240.pth",  # checkpoint/hands17/ in the authors' download
-        "url": "https://drive.google.com/drive/folders/1QG6F9aD4t-LLupoguWVpBm-fUyGPNRl0",
-        "input_size": 128,
         "pool_factor": 4,  # stem output = input / 4: the grid of the offset maps
         "num_stages": 3,
-        "joint_names": HANDS17_JOINTS,
         "cube_mm": 250.0,
         # HANDS2017 was recorded with an Intel RealSense SR300.
         "intrinsics": "sr300",
     },
 }
 
-DEPTH_FORMATS = ("16bit", "nyu")
 CENTRES_FORMATS = ("xyz", "nyu")
 MIN_WINDOW_PX = 2  # a crop window narrower than this holds no usable hand
 MAX_WINDOW_FACTOR = 16  # a window this many times the frame's size means the depth is not in mm
@@ -158,8 +154,8 @@ class SRN(nn.Module):
 
 
 def build_model(variant: str) -> SRN:
-    cfg = VARIANTS[variant]
-    return SRN(len(cfg["joint_names"]), cfg["num_stages"], cfg["input_size"], cfg["pool_factor"])
+    cfg, record = VARIANTS[variant], record_for("srn", variant)
+    return SRN(len(record.joint_names), cfg["num_stages"], record.input_size, cfg["pool_factor"])
 
 
 def load_checkpoint(model: SRN, path: str | Path) -> None:
@@ -172,7 +168,7 @@ def load_checkpoint(model: SRN, path: str | Path) -> None:
 
 
 def validate_checkpoint(path: Path, variant: str) -> None:
-    load_checkpoint(build_model(choose_variant(VARIANTS, variant, "srn")), path)
+    load_checkpoint(build_model(METHODS["srn"].choose_variant(variant)), path)
 
 
 
@@ -264,76 +260,6 @@ def parse_centres_file(path: str | Path, fmt: str = "xyz") -> np.ndarray:
     if fmt == "nyu":
         centres[:, 1] = -centres[:, 1]
     return centres
-
-
-# ----------------------------------------------------------------------------
-# Depth decoding
-
-
-def read_depth(path: str | Path, fmt: str = "16bit", scale: float = 1.0) -> np.ndarray:
-    """Decode a depth file into an HxW float32 array in mm.
-
-    ``.npy``: a 2-D numeric array; image files: ``16bit`` single-channel
-    16-bit (or float) PNG/TIFF, or ``nyu`` colour PNG with depth = B + 256*G.
-    Values are multiplied by ``scale`` (raw units -> mm).
-    """
-    path = Path(path)
-    if fmt not in DEPTH_FORMATS:
-        raise MeshcliError(path, f"unknown depth format {fmt!r}", f"choose one of {', '.join(DEPTH_FORMATS)}")
-    if not path.is_file():
-        raise MeshcliError(path, "depth file not found", "check the path")
-    if path.suffix.lower() == ".npy":
-        depth = _read_npy(path)
-    else:
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise MeshcliError(path, "cannot be decoded as an image (corrupt, truncated or not an image)",
-                               "give a 16-bit depth PNG/TIFF, a NYU depth PNG or a .npy array")
-        depth = _decode_nyu(path, raw) if fmt == "nyu" else _decode_16bit(path, raw)
-    if scale != 1.0:
-        depth = depth * np.float32(scale)
-    return depth
-
-
-def _decode_16bit(path: Path, raw: np.ndarray) -> np.ndarray:
-    if raw.ndim == 3 and raw.shape[2] > 1:
-        hint = (" (a NYU colour-encoded depth PNG? then add --depth-format nyu)"
-                if raw.dtype == np.uint8 and raw.shape[2] == 3 else "")
-        raise MeshcliError(path, f"is a {raw.shape[2]}-channel {raw.dtype} colour image, not a 16-bit depth "
-                           f"image{hint}", "give single-channel 16-bit depth in mm, or choose --depth-format")
-    raw = raw.reshape(raw.shape[:2])
-    if raw.dtype == np.uint8:
-        raise MeshcliError(path, "is an 8-bit image, not 16-bit depth (8 bits cannot hold millimetre depths)",
-                           "give the sensor's 16-bit depth PNG/TIFF, or a .npy array")
-    if raw.dtype not in (np.uint16, np.float32):
-        raise MeshcliError(path, f"has {raw.dtype} pixels; expected 16-bit depth",
-                           "give 16-bit (or float32 TIFF) single-channel depth")
-    return raw.astype(np.float32)
-
-
-def _decode_nyu(path: Path, raw: np.ndarray) -> np.ndarray:
-    if raw.dtype != np.uint8 or raw.ndim != 3 or raw.shape[2] < 3:
-        raise MeshcliError(path, f"is not a NYU colour-encoded depth PNG ({raw.dtype}, "
-                           f"{1 if raw.ndim == 2 else raw.shape[2]} channel(s))",
-                           "drop --depth-format nyu for 16-bit depth images")
-    # OpenCV's channel order is B, G, R: depth = B + 256 * G; NYU leaves R at 0.
-    if raw[:, :, 2].any():
-        raise MeshcliError(path, "is not a NYU depth PNG: its red channel is not 0 (a colour photo?)",
-                           "give the depth_*.png files of NYU; for 16-bit depth drop --depth-format nyu")
-    return raw[:, :, 0].astype(np.float32) + raw[:, :, 1].astype(np.float32) * 256
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise MeshcliError(path, f"is not a readable .npy array ({err})", "save depth with numpy.save") from None
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise MeshcliError(path, f"holds a {arr.dtype} array of shape {arr.shape}, not an HxW depth map",
-                           "save a 2-D array of depths")
-    return arr.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------
@@ -469,16 +395,17 @@ class HandCrop:
 class SrnPredictor(Predictor):
     task = "hand"
     method = "srn"
-    input_kind = "depth"
-    file_extensions = (".png", ".tif", ".tiff", ".npy")  # what folders and globs pick up
+    result_type = HandResult
+    file_extensions = DEPTH_EXTENSIONS
 
     def __init__(self, weights: str | Path | None, variant: str | None = None,
                  device: str | torch.device = "cpu", *, intrinsics=None, depth_format: str = "16bit",
                  depth_scale: float = 1.0, centre=None, centres: str | Path | None = None,
                  centres_format: str = "xyz", cube: float | None = None, mirror: bool = True,
                  order: str = "hands17"):
-        self.variant = choose_variant(VARIANTS, variant, "srn")
+        self.variant = METHODS["srn"].choose_variant(variant)
         self.config = VARIANTS[self.variant]
+        self.input_size = record_for("srn", self.variant).input_size
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.intrinsics = parse_intrinsics(self.config["intrinsics"] if intrinsics is None else intrinsics)
         if depth_format not in DEPTH_FORMATS:
@@ -501,7 +428,7 @@ class SrnPredictor(Predictor):
             raise MeshcliError(None, f"unknown --order {order!r}", f"choose one of {', '.join(JOINT_ORDERS)}")
         self.order = order
         self.joint_index = np.array(JOINT_ORDERS[order])
-        self.joint_names = tuple(self.config["joint_names"][i] for i in self.joint_index)
+        self.joint_names = tuple(HANDS17_JOINTS[i] for i in self.joint_index)
 
         self.model = build_model(self.variant)
         if weights is not None:
@@ -522,7 +449,7 @@ class SrnPredictor(Predictor):
 
     # -- pipeline steps
 
-    def preprocess(self, frame: Frame) -> HandCrop:
+    def preprocess(self, frame: Frame, people=None) -> HandCrop:
         depth = frame.image
         if depth.ndim != 2:
             raise MeshcliError(frame.name, "is a colour frame; SRN needs depth images",
@@ -565,10 +492,10 @@ class SrnPredictor(Predictor):
             item.status = "no hand in range: the hand cube lies outside the image"
             return item
         short, long = sorted((x1 - x0, y1 - y0))
-        if short < MIN_WINDOW_PX or short * self.config["input_size"] < long:
+        if short < MIN_WINDOW_PX or short * self.input_size < long:
             item.status = f"no hand in range: the crop window is {x1 - x0}x{y1 - y0} px (check --intrinsics)"
             return item
-        crop, item.M = crop_hand(depth, window, self.config["input_size"])
+        crop, item.M = crop_hand(depth, window, self.input_size)
         item.crop_mm = crop
         if not crop.any():
             item.status = "no hand in range: no depth within the cube around the centre"
@@ -594,7 +521,7 @@ class SrnPredictor(Predictor):
                 out[i] = joints
         return out
 
-    def postprocess(self, prepared: HandCrop, raw: np.ndarray | None) -> FrameResult:
+    def postprocess(self, prepared: HandCrop, raw: np.ndarray | None) -> HandResult:
         nan = np.full((1, len(self.joint_names), 3), np.nan, np.float32)
         uvd, xyz = nan, nan.copy()
         centre_xyz = np.full((1, 3), np.nan, np.float32)
@@ -605,9 +532,9 @@ class SrnPredictor(Predictor):
             joints = self._to_image(self.joints_uvd(raw, prepared), prepared.width)[self.joint_index]
             uvd = joints.astype(np.float32)[None]
             xyz = back_project(joints, self.intrinsics).astype(np.float32)[None]
-        return FrameResult(prepared.frame_index,
-                           {"joints_xyz": xyz, "joints_uvd": uvd, "centre_xyz": centre_xyz},
-                           {"status": prepared.status})  # the NPZ sink stores it as frame_status
+        return HandResult(prepared.frame_index,
+                          {"joints_xyz": xyz, "joints_uvd": uvd, "centre_xyz": centre_xyz},
+                          {"status": prepared.status})  # the NPZ sink stores it as frame_status
 
     def joints_uvd(self, stage: np.ndarray, prepared: HandCrop) -> np.ndarray:
         """Normalised stage output (J,3) -> (u, v, d) in the working (maybe mirrored) frame, float32.
@@ -616,7 +543,7 @@ class SrnPredictor(Predictor):
         d: [-1, 1] spans the cube's depth about the centre depth.
         """
         p = np.asarray(stage, np.float32)
-        crop_px = (p[:, :2] + 1) * np.float32(self.config["input_size"] / 2)
+        crop_px = (p[:, :2] + 1) * np.float32(self.input_size / 2)
         to_frame = np.linalg.inv(prepared.M).astype(np.float32)
         uv = crop_px @ to_frame[:2, :2].T + to_frame[:2, 2]
         d = p[:, 2] * np.float32(self.cube / 2.0) + np.float32(prepared.centre_depth)
@@ -631,7 +558,7 @@ class SrnPredictor(Predictor):
 
     # -- drawing
 
-    def annotate(self, image: np.ndarray, result: FrameResult) -> np.ndarray:
+    def annotate(self, image: np.ndarray, result: HandResult) -> np.ndarray:
         uvd = result.rows["joints_uvd"][0] if result.num_people else None
         centre = result.rows["centre_xyz"][0, 2] if result.num_people else np.nan
         canvas = colourise_depth(image, float(centre), self.cube) if image.ndim == 2 else image.copy()
@@ -665,9 +592,6 @@ class SrnPredictor(Predictor):
             "depth_scale": self.depth_scale,
         })
         return meta
-
-
-Predictor = SrnPredictor
 
 
 def colourise_depth(depth: np.ndarray, centre_depth: float, cube: float) -> np.ndarray:

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from meshcli.bodycrop import BoxesJson, DekrPeople, OpenPoseJson, WholeFrame, keypoint_person
+from meshcli.people import BoxesJson, DekrPeople, OpenPoseJson, WholeFrame, keypoint_person
 from meshcli.errors import MeshcliError
-from meshcli.methods.base import Frame, FrameResult
+from meshcli.types import Frame, FrameResult, Person
 
 from conftest import FIXTURES
 
@@ -84,16 +84,25 @@ def test_boxes_json_by_name_and_index(tmp_path):
 
 
 class StubDekr:
-    """Stands in for DekrPredictor: fixed rows for every frame."""
+    """Stands in for DekrPredictor's three steps: fixed rows for every frame; records its batches."""
 
-    def __call__(self, frames):
+    def __init__(self):
+        self.batches: list[list[int]] = []
+
+    def preprocess(self, frame, people=None):
+        return frame.index
+
+    def infer(self, prepared):
+        self.batches.append(list(prepared))
+        return prepared
+
+    def postprocess(self, prepared, raw):
         kps = np.zeros((2, 17, 3), np.float32)
         kps[0, :, :2] = np.arange(34).reshape(17, 2)
         kps[1, :, :2] = 100 + np.arange(34).reshape(17, 2)
         kps[..., 2] = 0.05  # DEKR's joint values are not OpenPose-like confidences
         bbox = np.concatenate([kps[..., :2].min(1), kps[..., :2].max(1)], 1)
-        return [FrameResult(f.index, {"keypoints": kps, "scores": np.array([0.9, 0.1], np.float32), "bbox": bbox})
-                for f in frames]
+        return FrameResult(raw, {"keypoints": kps, "scores": np.array([0.9, 0.1], np.float32), "bbox": bbox})
 
 
 def test_dekr_people_keeps_confident_people_with_all_joints():
@@ -101,3 +110,32 @@ def test_dekr_people_keeps_confident_people_with_all_joints():
     assert p.kind == "keypoints" and p.score == pytest.approx(0.9)
     assert p.box.tolist() == [0, 1, 32, 33]
     assert (p.keypoints[:, 2] == 1).all()
+
+
+class EveryOtherFrame(DekrPeople):
+    """The per-frame hook a tracker uses: the network runs on even frames, the others carry the last people."""
+
+    def __init__(self, network):
+        super().__init__(network)
+        self.last: list = []
+
+    def runs_on(self, frame):
+        return frame.index % 2 == 0
+
+    def people_in(self, result):
+        self.last = super().people_in(result)
+        return self.last
+
+    def between(self, frame):
+        return [Person(p.box + 1, "box") for p in self.last]
+
+
+def test_network_source_runs_once_per_batch_and_only_where_the_hook_says():
+    stub = StubDekr()
+    source = EveryOtherFrame(stub)
+    frames = [Frame(np.zeros((40, 60, 3), np.uint8), k, f"clip.mp4#{k}") for k in range(5)]
+    found = source.find([source.prepare(f) for f in frames])
+    assert stub.batches == [[0, 2, 4]]  # one device batch of the frames the network runs on
+    assert [len(people) for people in found] == [1, 1, 1, 1, 1]
+    assert [p[0].kind for p in found] == ["keypoints", "box", "keypoints", "box", "keypoints"]
+    assert found[1][0].box.tolist() == [1, 2, 33, 34]  # carried from frame 0

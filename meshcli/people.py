@@ -1,4 +1,4 @@
-"""Who is in a frame: the people body methods crop and reconstruct.
+"""Who is in a frame: every person source body methods crop and reconstruct.
 
 Body-mesh methods (HMR, SPIN, I2L-MeshNet) regress one body from one person
 crop. A *person source* says, per frame, which people to crop:
@@ -7,11 +7,24 @@ crop. A *person source* says, per frame, which people to crop:
                       when nothing else is given);
 ``--openpose PATH``   OpenPose keypoint JSON per image or video frame;
 ``--boxes FILE``      person boxes per frame from a JSON file (format below);
+``--bbox x,y,w,h``    one fixed box in every frame (I2L-MeshNet's demo);
 ``--detector dekr``   person boxes from DEKR's multi-person keypoints.
 
 Each source yields ``Person`` records (a box, and keypoints where known); the
 method turns each into its own crop by its own rule. Sources know nothing of
 crops, so every body method can share them.
+
+All sources have one interface, in two steps so that a network detector can
+run as its own pipeline stage on device batches of frames::
+
+    prepared = source.prepare(frame)            # CPU, decode thread
+    people   = source.find([prepared, ...])     # one list of Person per frame, in order
+
+File-based sources find people frame by frame (``people(frame)``); a
+``NetworkPersonSource`` (DEKR) has ``on_device`` set, and the pipeline runs its
+``find`` in a detect stage on the model side. ``runs_on(frame)`` decides per
+frame whether the network runs; other frames get ``between(frame)`` (nobody,
+unless a subclass carries people over, as a tracker does).
 
 ``--boxes`` JSON format
 -----------------------
@@ -37,26 +50,16 @@ x, y, confidence triplets.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from .errors import MeshcliError
-from .methods.base import Frame
+from .options import parse_floats
+from .types import Frame, FrameResult, Person
 
 OPENPOSE_THRESHOLD = 0.2  # confidence above which a keypoint counts (HMR's and SPIN's demos)
-
-
-@dataclass
-class Person:
-    """One person to reconstruct, in original-image pixels."""
-
-    box: np.ndarray  # (4,) x0, y0, x1, y1
-    kind: str  # "frame" (the whole frame), "keypoints" (box of the keypoints) or "box"
-    keypoints: np.ndarray | None = None  # (K, 3) x, y, confidence, when the source has keypoints
-    score: float = 1.0  # mean confidence of the counted keypoints, or the box score
 
 
 def keypoint_person(keypoints: np.ndarray, threshold: float = OPENPOSE_THRESHOLD) -> Person | None:
@@ -87,6 +90,15 @@ class PersonSource:
     """Gives the people of each frame; ``name`` is what the NPZ records as ``detector``."""
 
     name: ClassVar[str]
+    on_device: ClassVar[bool] = False  # a network: the pipeline runs ``find`` in its detect stage
+
+    def prepare(self, frame: Frame) -> Any:
+        """The frame's CPU work before ``find`` (decode thread)."""
+        return frame
+
+    def find(self, prepared: list[Any]) -> list[list[Person]]:
+        """The people of each prepared frame, in order."""
+        return [self.people(frame) for frame in prepared]
 
     def people(self, frame: Frame) -> list[Person]:
         raise NotImplementedError
@@ -204,7 +216,67 @@ class BoxesJson(PersonSource):
         return []
 
 
-class DekrPeople(PersonSource):
+class FixedBox(PersonSource):
+    """One person in every frame, in the box given as x, y, w, h (``--bbox``)."""
+
+    name = "bbox"
+
+    def __init__(self, xywh):
+        x, y, w, h = parse_floats(xywh, 4, "--bbox", "139.4,102.3,222.4,241.6")
+        if not (w > 0 and h > 0):
+            raise MeshcliError(None, f"--bbox {xywh} has no area", "give x,y,width,height with a positive size")
+        self.box = np.array([x, y, x + w, y + h])
+
+    def people(self, frame: Frame) -> list[Person]:
+        return [Person(self.box.copy(), "box")]
+
+
+class FrameNetwork(Protocol):
+    """A predictor in the pipeline's three steps (``meshcli.methods.base.Predictor``)."""
+
+    def preprocess(self, frame: Frame) -> Any: ...
+
+    def infer(self, prepared: list[Any]) -> list[Any]: ...
+
+    def postprocess(self, prepared: Any, raw: Any) -> FrameResult: ...
+
+
+class NetworkPersonSource(PersonSource):
+    """People from a network run on device batches of frames (the pipeline's detect stage).
+
+    ``runs_on(frame)`` says whether the network sees a frame; the others get
+    ``between(frame)``. Both are called in frame order, so a subclass can carry
+    people from detected frames to the frames between them.
+    """
+
+    on_device = True
+
+    def __init__(self, network: FrameNetwork):
+        self.network = network
+
+    def runs_on(self, frame: Frame) -> bool:
+        return True
+
+    def between(self, frame: Frame) -> list[Person]:
+        return []
+
+    def prepare(self, frame: Frame) -> tuple[Frame, Any]:
+        return frame, (self.network.preprocess(frame) if self.runs_on(frame) else None)
+
+    def people(self, frame: Frame) -> list[Person]:
+        return self.find([self.prepare(frame)])[0]
+
+    def find(self, prepared: list[tuple[Frame, Any]]) -> list[list[Person]]:
+        inputs = [p for _, p in prepared if p is not None]
+        raws = self.network.infer(inputs) if inputs else []
+        found = iter([self.people_in(self.network.postprocess(p, raw)) for p, raw in zip(inputs, raws)])
+        return [next(found) if p is not None else self.between(frame) for frame, p in prepared]
+
+    def people_in(self, result: FrameResult) -> list[Person]:
+        raise NotImplementedError
+
+
+class DekrPeople(NetworkPersonSource):
     """People from DEKR's bottom-up multi-person COCO keypoints (``meshcli.methods.dekr``).
 
     DEKR regresses every joint of a person, so all 17 count; people scoring
@@ -213,12 +285,12 @@ class DekrPeople(PersonSource):
 
     name = "dekr"
 
-    def __init__(self, predictor, min_score: float = 0.3):
-        self.predictor = predictor
+    def __init__(self, network: FrameNetwork, min_score: float = 0.3):
+        super().__init__(network)
         self.min_score = min_score
 
-    def people(self, frame: Frame) -> list[Person]:
-        rows = self.predictor([frame])[0].rows
+    def people_in(self, result: FrameResult) -> list[Person]:
+        rows = result.rows
         out = []
         for kps, score, box in zip(rows["keypoints"], rows["scores"], rows["bbox"]):
             if float(score) >= self.min_score and (box[2:] > box[:2]).any():
