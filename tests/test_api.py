@@ -64,7 +64,7 @@ def test_i2l_predict_with_a_fixed_box(fake_smpl):
 
 
 def test_srn_predict_on_a_depth_map():
-    predictor = meshcli.load("srn", random_weights=True, device="cpu", intrinsics="nyu", centre="0,0,500")
+    predictor = meshcli.load("srn", random_weights=True, device="cpu", intrinsics="200,200,80,60", centre="0,0,500")
     depth = np.full((120, 160), 500.0, np.float32)
     result = predictor.predict(depth)
     assert type(result).__name__ == "HandResult" and result.joints_xyz.shape == (1, 21, 3)
@@ -104,6 +104,8 @@ def test_load_errors_are_the_cli_errors(tmp_path, monkeypatch):
         meshcli.load("spin", random_weights=True, detector="full", renderer="vulkan")
     with pytest.raises(MeshcliError, match="--scales"):
         meshcli.load("dekr", random_weights=True, scales="1,x")
+    with pytest.raises(MeshcliError, match="srn takes HxW depth maps in mm, not a uint8 array of shape"):
+        meshcli.load("srn", random_weights=True, device="cpu").predict(np.zeros((8, 8, 3), np.uint8))
 
 
 def test_default_person_source_follows_the_store(tmp_path, monkeypatch):

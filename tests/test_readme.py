@@ -27,4 +27,4 @@ def test_python_api_example_runs(tmp_path, monkeypatch, capsys):
     written, failures = printed[1].rsplit(" ", 1)
     assert sorted(written.strip("[]").replace("'", "").split(", ")) == [
         "coco_000000000785.coco.json", "coco_000000000785.jpg", "coco_000000000785.npz"] and failures == "[]"
-    assert (tmp_path / "meshcli_out" / "coco_000000000785.npz").is_file()
+    assert printed[2] == "dekr 1 True"

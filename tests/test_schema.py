@@ -43,7 +43,7 @@ def outputs(tmp_path_factory, fake_smpl):
                  "--renderer", "wireframe", "--smpl", str(fake_smpl)],
         "i2l": ["body", str(video), "--method", "i2l", "--bbox", "10,5,40,50", "--save-vertices",
                 "--renderer", "wireframe", "--smpl", str(fake_smpl)],
-        "hand": ["hand", str(depth), "--centre", "0,0,600", "--intrinsics", "nyu"],
+        "hand": ["hand", str(depth), "--centre", "0,0,600", "--intrinsics", "200,200,80,60"],
     }
     out = {}
     with pytest.MonkeyPatch.context() as patch:  # a small DEKR input keeps the pose run fast

@@ -24,9 +24,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..errors import MeshcliError
 from ..io.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, read_rgb
 from ..people import PersonSource
 from ..types import Frame, FrameResult, Person, WeightsInfo
+from . import METHODS
 
 
 class Predictor:
@@ -91,6 +93,12 @@ class Predictor:
         """
         single = isinstance(images, np.ndarray)
         frames = [Frame(np.asarray(image), k, f"image{k}") for k, image in enumerate([images] if single else images)]
+        depth = METHODS[self.method].reader == "depth"
+        for image in (frame.image for frame in frames):
+            if image.ndim != 2 if depth else image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                wanted = "HxW depth maps in mm" if depth else "HxWx3 uint8 RGB images"
+                raise MeshcliError(None, f"{self.method} takes {wanted}, not a {image.dtype} array of shape "
+                                         f"{image.shape}", f"give {wanted}")
         results = self(frames)
         for frame, result in zip(frames, results):
             result.image, result.annotator = frame.image, self.annotate

@@ -93,6 +93,7 @@ class BodyPredictor(Predictor):
     def __init__(self, weights: str | Path | None, variant: str | None = None,
                  device: str | torch.device = "cpu", *, smpl: str | Path | SMPLModel | None = None,
                  people: PersonSource | None = None, save_vertices: bool = False, renderer: str = "auto"):
+        self.renderer_choice = check_choice(renderer, BACKENDS, "--renderer")
         self.variant = METHODS[self.method].choose_variant(variant)
         record = records.record_for(self.method, self.variant)
         self.crop_size = record.input_size
@@ -109,7 +110,6 @@ class BodyPredictor(Predictor):
         self.source = people or WholeFrame()
         self.detector = self.source if self.source.on_device else None
         self.save_vertices = save_vertices
-        self.renderer_choice = check_choice(renderer, BACKENDS, "--renderer")
         self._renderer: MeshRenderer | None = None  # made at the first annotate: an OpenGL probe costs time
 
     @property
