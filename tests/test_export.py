@@ -22,8 +22,9 @@ from typer.testing import CliRunner
 
 from meshcli.cli import app
 from meshcli.export.body_model import BodyModel, pose_rotations
-from meshcli.methods.base import file_sha256
-from meshcli.smpl import SMPL_JOINT_NAMES, SMPLModel, load_smpl
+from meshcli.types import file_sha256
+from meshcli.io.smplfile import load_smpl
+from meshcli.smpl import SMPL_JOINT_NAMES, SMPLModel
 
 from conftest import REPO, synthetic_smpl
 

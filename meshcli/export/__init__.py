@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import MeshcliError
 from ..io.sinks import write_atomic
-from ..smpl import write_obj
+from ..io.sinks import write_obj
 from . import bvh, gltf, obj, table
 from .motion import body_motion, load_body_model, require_parameters
 from .results import STILL_IMAGE_FPS, Results

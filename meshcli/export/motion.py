@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MeshcliError
-from ..methods.base import file_sha256
+from ..types import file_sha256
 from ..methods.body import resolve_smpl
-from ..smpl import load_smpl
+from ..io.smplfile import load_smpl
 from .body_model import BodyModel, RestBody, joint_offsets, pose_rotations
 from .results import Results, Track
 
