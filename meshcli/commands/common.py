@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from ..errors import MeshcliError
-from ..engine import BatchOptions, BatchReport, Job, read_inputs_from, run_batch
+from ..engine import ENGINES, BatchOptions, BatchReport, Job, JobBuilder, read_inputs_from, run_local
 from ..engine.ledger import settings_of
 from ..pipeline import SinkFactory
 
@@ -62,6 +62,19 @@ Resume = Annotated[bool, typer.Option(
     "are intact; run the rest.", rich_help_panel="Batch")]
 BATCH_OPTIONS = {"engine": (Engine, "local"), "ray_address": (RayAddress, None), "workers": (Workers, None),
                  "gpus_per_worker": (GpusPerWorker, None), "inputs_from": (InputsFrom, None), "resume": (Resume, False)}
+
+
+# The engines' dispatcher lives here, above both engines, so that meshcli.engine never imports its Ray module.
+def run_batch(build: JobBuilder, args: list[str], out: Path, options: BatchOptions) -> BatchReport:
+    if options.engine not in ENGINES:
+        raise MeshcliError(None, f"unknown --engine {options.engine}", f"use one of {', '.join(ENGINES)}")
+    if not args:
+        raise MeshcliError(None, "no inputs given", "name images, folders, globs or videos, or use --inputs-from")
+    if options.engine == "ray":
+        from ..engine.cluster import run_on_ray  # Ray is imported only for --engine ray
+
+        return run_on_ray(build, args, Path(out), options)
+    return run_local(build(), args, options)
 
 
 def hand_to_engine(predictor, out: Path, batch_size: int, annotate: bool, extra_sinks: list[SinkFactory] = ()) -> None:

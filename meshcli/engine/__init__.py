@@ -105,18 +105,6 @@ def unfinished_error(inp: Input, failures: list[MeshcliError]) -> MeshcliError:
                 MeshcliError(inp.arg, "did not finish; its outputs were not written", "run it again with --resume"))
 
 
-def run_batch(build: JobBuilder, args: list[str], out: Path, options: BatchOptions) -> BatchReport:
-    if options.engine not in ENGINES:
-        raise MeshcliError(None, f"unknown --engine {options.engine}", f"use one of {', '.join(ENGINES)}")
-    if not args:
-        raise MeshcliError(None, "no inputs given", "name images, folders, globs or videos, or use --inputs-from")
-    if options.engine == "ray":
-        from .cluster import run_on_ray
-
-        return run_on_ray(build, args, Path(out), options)
-    return run_local(build(), args, options)
-
-
 def run_local(job: Job, args: list[str], options: BatchOptions) -> BatchReport:
     """Every input still to run through one in-process pipeline, recording each in the ledger as it ends."""
     report = BatchReport()
