@@ -100,12 +100,13 @@ def person_source(detector: str | None = None, openpose: str | Path | None = Non
 
 def run(method: str | Predictor, inputs: str | Path | Sequence[str | Path], out: str | Path = "meshcli_out", *,
         batch_size: int = 8, annotate: bool = True, progress: bool = False, save_mesh: bool = False,
-        **options: Any) -> RunSummary:
+        keep_partial: bool = False, **options: Any) -> RunSummary:
     """Run a method over images, folders, globs or videos and write its outputs to ``out``.
 
     ``method`` is a name (``options`` then go to ``load``) or a loaded predictor. Writes per input the
     annotated image/video (unless ``annotate=False``), the NPZ, and for pose the COCO results JSON; with
-    ``save_mesh`` (body methods) an OBJ per person per frame. Returns what was written and what failed.
+    ``save_mesh`` (body methods) an OBJ per person per frame; ``keep_partial`` keeps the outputs of a video
+    that ends early (marked incomplete). Returns what was written and what failed.
     """
     predictor = method if isinstance(method, Predictor) else load(method, **options)
     if isinstance(method, Predictor) and options:
@@ -113,7 +114,8 @@ def run(method: str | Predictor, inputs: str | Path | Sequence[str | Path], out:
                            "give them to meshcli.load")
     args = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(i) for i in inputs]
     pipeline = Pipeline(predictor, out, batch_size=batch_size, annotate=annotate,
-                        extra_sinks=output_sinks(predictor, save_mesh), progress=Progress(enabled=progress))
+                        extra_sinks=output_sinks(predictor, save_mesh), progress=Progress(enabled=progress),
+                        keep_partial=keep_partial)
     return pipeline.run(args)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import signal
 
 import typer
 
@@ -18,10 +19,15 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a run as Ctrl-C does: temporary outputs removed, exit non-zero
+
+
 @app.callback()
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")) -> None:
     """meshcli: one command from an image, folder or video to annotated outputs and NPZ dumps."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 for _info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):

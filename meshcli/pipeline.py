@@ -34,8 +34,9 @@ import torch
 
 from .draw import stamp
 from .errors import MeshcliError
-from .io.sinks import ImageSink, NpzSink, Sink, VideoSink
-from .io.sources import Input, VideoInfo, expand_inputs, iter_frames, probe_video
+from .io.sinks import (ANNOTATED_EXTENSIONS, ImageSink, NpzSink, SingleImageSink, Sink, VideoSink, annotated_name,
+                       disk_error, remove_leftovers)
+from .io.sources import Input, VideoEndsEarly, VideoInfo, expand_inputs, iter_frames, probe_video
 from .methods.base import Predictor
 from .schema import SCHEMA_VERSION
 from .types import Frame, FrameResult
@@ -97,7 +98,7 @@ class Pipeline:
     def __init__(self, predictor: Predictor, out_dir: str | Path = "meshcli_out", *, batch_size: int = 8,
                  annotate: bool = True, extra_sinks: list[SinkFactory] = (), queue_size: int | None = None,
                  progress: "Progress | None" = None, on_input_start: InputStart | None = None,
-                 on_input_end: InputEnd | None = None):
+                 on_input_end: InputEnd | None = None, keep_partial: bool = False):
         self.predictor = predictor
         self.out_dir = Path(out_dir)
         self.batch_size = max(1, batch_size)
@@ -107,6 +108,7 @@ class Pipeline:
         self.progress = progress or Progress(enabled=False)
         self.on_input_start = on_input_start
         self.on_input_end = on_input_end
+        self.keep_partial = keep_partial  # keep the outputs of a video that ends early, marked incomplete
 
     def extensions(self) -> set[str]:
         return set(self.predictor.file_extensions)
@@ -128,6 +130,7 @@ class Pipeline:
         else:
             inputs, errors = expand_inputs(args, self.extensions())
         summary.failures.extend(errors)
+        inputs = self._refuse_overwrites(inputs, summary)
         start = time.perf_counter()
         decoded: queue.Queue = queue.Queue(self.queue_size)
         cropped: queue.Queue = queue.Queue(self.queue_size)
@@ -138,7 +141,8 @@ class Pipeline:
         times = summary.times
 
         def spawn(name: str, target, *args) -> threading.Thread:
-            return threading.Thread(target=target, args=(*args, summary, stop), daemon=True, name=f"meshcli-{name}")
+            return threading.Thread(target=_ending_the_run_on_error(target, summary, stop), args=(*args, summary, stop),
+                                    daemon=True, name=f"meshcli-{name}")
 
         threads = [spawn("decode", self._decode, inputs, decoded)]
         if self.predictor.detector is not None:
@@ -177,6 +181,7 @@ class Pipeline:
                                "choose another --out") from None
         if not os.access(self.out_dir, os.W_OK | os.X_OK):
             raise MeshcliError(self.out_dir, "the output folder is not writable", "choose another --out")
+        remove_leftovers(self.out_dir)
 
     # -- decode thread -------------------------------------------------------------------------
     def _decode(self, inputs: list[Input], out: queue.Queue, summary: RunSummary, stop: threading.Event) -> None:
@@ -313,20 +318,39 @@ class Pipeline:
                         self.progress.advance()
                         _put(results, (current.input, msg.frame, msg.result), stop)
                     elif isinstance(msg, _End):
-                        if msg.error is not None:
+                        if not sinks:  # the input already failed and was reported
+                            continue
+                        partial = self.keep_partial and isinstance(msg.error, VideoEndsEarly)
+                        if msg.error is not None and not partial:
                             raise msg.error
-                        for sink in sinks:
-                            summary.written.extend(sink.close())
+                        self._check_some_frame_read(msg.input, sinks)
+                        for sink in sinks:  # every output complete under its temporary name ...
+                            if isinstance(sink, NpzSink):
+                                sink.incomplete = partial
+                            sink.finish()
+                        for sink in sinks:  # ... before any replaces the previous run's
+                            summary.written.extend(sink.commit())
                         sinks = []
+                        if partial:  # kept, and still reported
+                            summary.failures.append(msg.error)
                         if self.on_input_end is not None:
-                            self.on_input_end(msg.input, summary.written[first_written:], frames, None)
-                        self.progress.end_input(msg.input, ok=True)
+                            self.on_input_end(msg.input, summary.written[first_written:], frames,
+                                              msg.error if partial else None)
+                        self.progress.end_input(msg.input, ok=not partial)
                 except Exception as err:  # noqa: BLE001 - any failure ends this input only
                     self._abort(sinks, summary, _as_error(err, current.input if current else None,
                                                           "annotating or writing"), current)
                     sinks = []
         finally:
             self.predictor.release_render_resources()  # e.g. this thread's OpenGL context
+
+    @staticmethod
+    def _check_some_frame_read(inp: Input, sinks: list[Sink]) -> None:
+        """An image set none of whose files could be read gets no (empty) outputs."""
+        npz = next(sink for sink in sinks if isinstance(sink, NpzSink))
+        if npz.num_frames == 0 and inp.kind == "images":
+            raise MeshcliError(inp.arg, f"none of its {len(inp.files)} image file(s) could be read (see the "
+                               "errors above)", "fix or remove the files")
 
     def _abort(self, sinks: list[Sink], summary: RunSummary, err: MeshcliError, current: _Start | None) -> None:
         for sink in sinks:
@@ -340,7 +364,6 @@ class Pipeline:
     def _open_sinks(self, start: _Start, sinks: list[Sink]) -> None:
         """Append the input's sinks to ``sinks`` one by one, so a failure can abort those already made."""
         inp, video = start.input, start.video
-        self._check_not_overwriting(inp)
         fields = {"schema_version": SCHEMA_VERSION, **self.predictor.metadata()}
         fields["input"] = inp.arg
         if video is not None:
@@ -349,39 +372,77 @@ class Pipeline:
         else:
             fields["fps"] = 0.0  # still images
         empty = self.predictor.empty_rows()
-        sinks.append(NpzSink(self.out_dir / f"{inp.name}.npz", fields, empty, late_fields=self.predictor.metadata))
+        outputs = self._outputs(inp)
+        sinks.append(NpzSink(outputs["npz"], fields, empty, late_fields=self.predictor.metadata))
         if self.annotate:
             if video is not None:
-                sinks.append(VideoSink(self.out_dir / f"{inp.name}.mp4", video.fps, inp.files[0],
-                                       video.time_base))
+                sinks.append(VideoSink(outputs["annotated"], video.fps, inp.files[0], video.time_base))
             elif inp.kind == "image":
-                sinks.append(ImageSink(self.out_dir, inp.name + inp.files[0].suffix))
+                sinks.append(SingleImageSink(outputs["annotated"]))
             else:
-                sinks.append(ImageSink(self.out_dir / inp.name, None))
+                sinks.append(ImageSink(outputs["annotated"], [annotated_name(f.name) for f in inp.files]))
         for factory in self.extra_sinks:
             sinks.append(factory(inp, self.out_dir, fields))
 
-    def _check_not_overwriting(self, inp: Input) -> None:
-        out = self.out_dir.resolve()
-        if inp.kind == "images":
-            outputs = {out / inp.name / f.name for f in inp.files}
+    def _outputs(self, inp: Input) -> dict[str, Path]:
+        """The input's NPZ and annotated output (a file, or a folder for an image set)."""
+        outputs = {"npz": self.out_dir / f"{inp.name}.npz"}
+        if inp.is_video:
+            outputs["annotated"] = self.out_dir / f"{inp.name}.mp4"
+        elif inp.kind == "image":
+            suffix = inp.files[0].suffix
+            outputs["annotated"] = self.out_dir / (inp.name + (suffix if suffix.lower() in ANNOTATED_EXTENSIONS
+                                                               else ".png"))
         else:
-            outputs = {out / (inp.name + (".mp4" if inp.is_video else inp.files[0].suffix))}
-        outputs.add(out / f"{inp.name}.npz")
-        if outputs & {f.resolve() for f in inp.files}:
-            raise MeshcliError(inp.arg, f"its outputs in {self.out_dir} would overwrite the input",
-                               "choose another --out folder")
+            outputs["annotated"] = self.out_dir / inp.name
+        return outputs
+
+    def _refuse_overwrites(self, inputs: list[Input], summary: RunSummary) -> list[Input]:
+        """Inputs whose outputs would replace a file of any input of the batch are refused, before any frame."""
+        given: dict[Path, Path] = {}  # every input file, and every folder holding one, -> that file
+        for f in (f for inp in inputs for f in inp.files):
+            resolved = f.resolve()
+            for place in (resolved, *resolved.parents):
+                given.setdefault(place, f)
+        kept = []
+        for inp in inputs:
+            hit = next((given[p] for p in (o.resolve() for o in self._outputs(inp).values()) if p in given), None)
+            if hit is None:
+                kept.append(inp)
+            else:
+                summary.failures.append(MeshcliError(
+                    inp.arg, f"its outputs in {self.out_dir} would overwrite the input {hit}",
+                    "choose another --out folder"))
+        return kept
 
 
 def _cancelled(inp: Input) -> MeshcliError:
     return MeshcliError(inp.arg, "cancelled before the end; its outputs were not written", "run it again")
 
 
-def _as_error(err: Exception, inp: Input | None, stage: str) -> MeshcliError:
+def _as_error(err: BaseException, inp: Input | None, stage: str) -> MeshcliError:
     if isinstance(err, MeshcliError):
         return err
+    where = inp.arg if inp else None
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return MeshcliError(where, f"out of memory while {stage}",
+                            "try --batch-size 1, a smaller input, or a device with more memory")
+    if isinstance(err, OSError) and err.errno is not None:
+        return disk_error(err.filename or where or "", err)
     return MeshcliError(inp.arg if inp else None, f"internal error while {stage}: {err!r}",
                         "please report this with the command line")
+
+
+def _ending_the_run_on_error(target: Callable, summary: RunSummary, stop: threading.Event) -> Callable:
+    """``target`` run so that an error it does not handle ends the whole run (reported) instead of leaving
+    a dead thread that the others would wait for."""
+    def run(*args):
+        try:
+            target(*args)
+        except BaseException as err:  # noqa: BLE001 - reported, and every other thread stops
+            summary.failures.append(_as_error(err, None, f"in the pipeline's {threading.current_thread().name} thread"))
+            stop.set()
+    return run
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> None:

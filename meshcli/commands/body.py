@@ -12,6 +12,7 @@ from .common import (
     BatchSize,
     Device,
     Inputs,
+    KeepPartial,
     Out,
     Quiet,
     RandomWeights,
@@ -79,6 +80,7 @@ def register(app: typer.Typer) -> None:
         device: Device = "auto",
         random_weights: RandomWeights = False,
         annotate: Annotate = True,
+        keep_partial: KeepPartial = False,
         quiet: Quiet = False,
     ) -> None:
         """SMPL body per person: NPZ (pose, shape, cameras, joints), mesh-overlay image/video, optional OBJs."""
@@ -91,4 +93,4 @@ def register(app: typer.Typer) -> None:
         predictor = load(method, variant, weights, device=device, random_weights=random_weights, smpl=smpl,
                          detector=detector, openpose=openpose, boxes=boxes, save_vertices=save_vertices,
                          renderer=renderer, **i2l_options)
-        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor, save_mesh))
+        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor, save_mesh), keep_partial)

@@ -31,6 +31,9 @@ Variant = Annotated[str | None, typer.Option("--variant", help="Model variant (d
                                              show_default=False)]
 Annotate = Annotated[bool, typer.Option("--annotate/--no-annotate", help="Write the annotated image/video.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+KeepPartial = Annotated[bool, typer.Option("--keep-partial", help="Keep the outputs of a video that ends before "
+                                           "the frame count its container announces (marked incomplete in the NPZ; "
+                                           "still reported, exit 1).")]
 
 
 def fail(err: MeshcliError, code: int = 2) -> "typer.Exit":
@@ -77,9 +80,10 @@ def run_batch(build: JobBuilder, args: list[str], out: Path, options: BatchOptio
     return run_local(build(), args, options)
 
 
-def hand_to_engine(predictor, out: Path, batch_size: int, annotate: bool, extra_sinks: list[SinkFactory] = ()) -> None:
+def hand_to_engine(predictor, out: Path, batch_size: int, annotate: bool, extra_sinks: list[SinkFactory] = (),
+                   keep_partial: bool = False) -> None:
     """The end of a task command's body: the batch engine takes the predictor and runs the inputs."""
-    _HANDOVER.get().append((predictor, Path(out), batch_size, annotate, list(extra_sinks)))
+    _HANDOVER.get().append((predictor, Path(out), batch_size, annotate, list(extra_sinks), keep_partial))
 
 
 def build_job(command: str, options: dict[str, Any]) -> Job:
@@ -94,8 +98,9 @@ def build_job(command: str, options: dict[str, Any]) -> Job:
             _COMMANDS[command](**options)
     finally:
         _HANDOVER.reset(token)
-    predictor, out, batch_size, annotate, extra_sinks = handed[0]
-    return Job(predictor, out, batch_size, annotate, extra_sinks, settings_of(command, predictor, options))
+    predictor, out, batch_size, annotate, extra_sinks, keep_partial = handed[0]
+    return Job(predictor, out, batch_size, annotate, extra_sinks, settings_of(command, predictor, options),
+               keep_partial)
 
 
 def batch_command(fn):

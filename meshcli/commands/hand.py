@@ -12,6 +12,7 @@ from .common import (
     Annotate,
     BatchSize,
     Device,
+    KeepPartial,
     Out,
     Quiet,
     RandomWeights,
@@ -67,6 +68,7 @@ def register(app: typer.Typer) -> None:
         device: Device = "auto",
         random_weights: RandomWeights = False,
         annotate: Annotate = True,
+        keep_partial: KeepPartial = False,
         quiet: Quiet = False,
     ) -> None:
         """3D hand joints per depth frame: NPZ (joints_xyz, joints_uvd, centre_xyz) and an annotated image/folder."""
@@ -77,7 +79,7 @@ def register(app: typer.Typer) -> None:
         predictor = load(method, variant, weights, device=device, random_weights=random_weights,
                          intrinsics=intrinsics, depth_format=depth_format, depth_scale=depth_scale, centre=centre,
                          centres=centres, centres_format=centres_format, cube=cube, mirror=mirror, order=order)
-        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor))
+        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor), keep_partial)
 
     eval_app.command("hand")(eval_hand)
 

@@ -11,6 +11,7 @@ from .common import (
     BatchSize,
     Device,
     Inputs,
+    KeepPartial,
     Out,
     Quiet,
     RandomWeights,
@@ -47,6 +48,7 @@ def register(app: typer.Typer) -> None:
         device: Device = "auto",
         random_weights: RandomWeights = False,
         annotate: Annotate = True,
+        keep_partial: KeepPartial = False,
         quiet: Quiet = False,
     ) -> None:
         """Multi-person 2D keypoints: annotated image/video, NPZ and COCO results JSON per input."""
@@ -56,4 +58,4 @@ def register(app: typer.Typer) -> None:
         spec(method, "pose")
         predictor = load(method, variant, weights, device=device, random_weights=random_weights, scales=scales,
                          flip=flip, nms_threshold=nms_threshold, rescore=rescore, rescore_weights=rescore_weights)
-        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor))
+        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor), keep_partial)

@@ -46,10 +46,11 @@ class Job:
     annotate: bool
     extra_sinks: list[SinkFactory]
     settings: dict[str, Any]  # what decides the outputs (ledger.settings_of)
+    keep_partial: bool = False  # --keep-partial: keep a video that ends early, marked incomplete
 
     def pipeline(self, out_dir: Path | None = None, **kwargs) -> Pipeline:
         return Pipeline(self.predictor, out_dir or self.out_dir, batch_size=self.batch_size, annotate=self.annotate,
-                        extra_sinks=self.extra_sinks, **kwargs)
+                        extra_sinks=self.extra_sinks, keep_partial=self.keep_partial, **kwargs)
 
     def extensions(self) -> set[str]:
         return self.pipeline().extensions()

@@ -1,16 +1,24 @@
 """Where results go: annotated videos and images, and NPZ parameter dumps.
 
-Every file is written under a temporary name and renamed into place when it is
-complete. Per-input files (video, NPZ, JSON) are renamed on ``close()``; per-frame
-files (annotated images, meshes) as each frame ends, and ``abort()`` removes them
-again, so a failed input leaves nothing behind.
+Nothing is written under a final name until the whole input has succeeded. Each
+sink writes under temporary names (``finish()`` completes them) and ``commit()``
+only renames them into place; the pipeline commits an input's sinks after all of
+them finished, so a failed or interrupted input leaves the previous run's outputs
+as they were. Folder outputs (an image folder's annotated images, meshes) are
+written into a temporary folder that replaces the old one in one rename.
+
+Temporary names carry the writing process's id (``.<name>.meshcli-<pid>-<random>.part``),
+so leftovers of a killed run are recognised and removed by the next run on that
+folder (``remove_leftovers``), while another live run's files are left alone.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import re
+import shutil
 import tempfile
 import zipfile
 from fractions import Fraction
@@ -24,14 +32,28 @@ import numpy as np
 from ..errors import MeshcliError
 from ..types import Frame, FrameResult
 
+_LEFTOVER = re.compile(r"^\..+\.meshcli-(\d+)-[^.]+\.part(\.[A-Za-z0-9]+)?$")
+
+
+def _temp_prefix(final: Path) -> str:
+    return f".{final.name}.meshcli-{os.getpid()}-"
+
 
 def temp_path_for(final: Path) -> Path:
     """A fresh hidden name beside ``final``, with the permissions a plain new file would get."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=f".part{final.suffix}", dir=final.parent)
     os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     return Path(name)
+
+
+def temp_dir_for(final: Path) -> Path:
+    """A fresh hidden folder beside ``final``, with the permissions a plain new folder would get."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".part", dir=final.parent))
+    path.chmod(0o777 & ~_UMASK)
+    return path
 
 
 def _read_umask() -> int:
@@ -43,27 +65,91 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def remove_leftovers(out_dir: Path) -> list[Path]:
+    """Remove temporary files and folders that killed meshcli runs left in ``out_dir``; returns them."""
+    removed = []
+    for path in out_dir.iterdir():
+        match = _LEFTOVER.match(path.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():  # a process id reused after a kill: this process has made no temporary yet
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_atomic(final: Path, data: bytes) -> None:
     tmp = temp_path_for(final)
     try:
         tmp.write_bytes(data)
         os.replace(tmp, final)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
 
 
+def _discard(path: Path | None) -> None:
+    """Remove a temporary file or folder; a failure to remove it (a full or vanished disk) is not raised,
+    as this only runs while another error is being reported."""
+    if path is None:
+        return
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _replace_folder(staged: Path, final: Path) -> None:
+    """Put the folder ``staged`` at ``final``; an old ``final`` is swapped out by rename, then removed."""
+    if final.is_dir() and not final.is_symlink():
+        old = temp_dir_for(final)
+        os.replace(final, old)  # onto the empty temporary folder
+        os.replace(staged, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, final)
+
+
+def disk_error(path: Path | str, err: OSError) -> MeshcliError:
+    """A write that failed for lack of space (or another OS error) as a one-line error."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return MeshcliError(path, "no space left on the device; nothing of this input was kept",
+                            "free some space or choose another --out")
+    return MeshcliError(path, f"cannot be written ({err.strerror or err})", "check the --out folder")
+
+
 class Sink:
-    """Receives every frame of one input in order, then ``close()`` or ``abort()``."""
+    """Receives every frame of one input in order, then ``finish()`` and ``commit()``, or ``abort()``."""
 
     def write(self, frame: Frame, annotated: np.ndarray | None, result: FrameResult) -> None:
         raise NotImplementedError
 
-    def close(self) -> list[Path]:
-        """Finish and rename into place; returns the files written."""
+    def finish(self) -> None:
+        """Complete the outputs under temporary names (this is where writing can still fail)."""
+
+    def commit(self) -> list[Path]:
+        """Rename the finished outputs into place; returns the files written."""
         raise NotImplementedError
 
     def abort(self) -> None:
+        """Remove the temporary outputs; never raises and never touches a final name."""
         raise NotImplementedError
 
 
@@ -117,6 +203,8 @@ class NpzSink(Sink):
         self.frame_info: dict[str, list] = {}
         self.frame_times: list[float] = []  # video frames' timestamps
         self.num_frames = 0
+        self.incomplete = False  # a video that ended early, kept with --keep-partial
+        self.tmp: Path | None = None
 
     def write(self, frame, annotated, result):
         self.num_frames += 1
@@ -132,8 +220,8 @@ class NpzSink(Sink):
         for key, rows in result.rows.items():
             self.spools.setdefault(key, _RowSpool(self.final.parent)).append(key, rows)
 
-    def close(self):
-        tmp = temp_path_for(self.final)
+    def finish(self):
+        self.tmp = tmp = temp_path_for(self.final)
         try:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
                 if self.spools["frame_index"].dtype is None:  # the input had no frame at all
@@ -152,6 +240,7 @@ class NpzSink(Sink):
                 if self.frame_times and len(self.frame_times) == self.num_frames:
                     # seconds from the first frame, as the annotated video is timed (variable rates kept)
                     extra["frame_time"] = np.asarray(self.frame_times, np.float64) - self.frame_times[0]
+                extra["incomplete"] = np.bool_(self.incomplete)
                 sizes = np.asarray(self.sizes, np.int64).reshape(-1, 2)
                 # (H, W) of the input's frames; per frame only when they differ (image folders)
                 constant = len(sizes) > 0 and (sizes == sizes[0]).all()
@@ -160,54 +249,107 @@ class NpzSink(Sink):
                     buf = io.BytesIO()
                     np.save(buf, value, allow_pickle=False)
                     zf.writestr(f"{key}.npy", buf.getvalue())
-            os.replace(tmp, self.final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         finally:
-            for spool in self.spools.values():
-                spool.file.close()
+            self._close_spools()
+
+    def commit(self):
+        os.replace(self.tmp, self.final)
+        self.tmp = None
         return [self.final]
 
     def abort(self):
+        self._close_spools()
+        _discard(self.tmp)
+        self.tmp = None
+
+    def _close_spools(self) -> None:
         for spool in self.spools.values():
-            spool.file.close()
+            try:
+                spool.file.close()
+            except OSError:  # flushing onto a full disk: the spool is thrown away anyway
+                pass
 
 
 class FilesSink(Sink):
-    """A sink that writes files per frame (each atomically) and removes them all on ``abort()``."""
+    """A folder output: files per frame go into a temporary folder that replaces ``out_dir`` on commit."""
 
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
-        self.written: list[Path] = []
+        self.staging: Path | None = None  # made with the first file
+        self.names: list[str] = []
 
-    def close(self):
-        return self.written
+    def staged_path(self, name: str) -> Path:
+        """Where the file that will be ``out_dir/name`` is written now."""
+        if self.staging is None:
+            self.staging = temp_dir_for(self.out_dir)
+        self.names.append(name)
+        return self.staging / name
+
+    def commit(self):
+        if self.staging is None:  # nothing written
+            return []
+        _replace_folder(self.staging, self.out_dir)
+        self.staging = None
+        return [self.out_dir / name for name in self.names]
 
     def abort(self):
-        for path in self.written:
-            path.unlink(missing_ok=True)
+        _discard(self.staging)
+        self.staging = None
+
+
+ANNOTATED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def annotated_name(file_name: str) -> str:
+    """The annotated image's name for an input file: the same name, or ``<name>.png`` for a non-image
+    input (a depth ``.npy``), so ``a.npy`` and ``a.png`` of one folder do not collide."""
+    return file_name if Path(file_name).suffix.lower() in ANNOTATED_EXTENSIONS else f"{file_name}.png"
+
+
+def _encode(name: str, annotated: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(Path(name).suffix.lower(), cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise MeshcliError(name, "could not encode the annotated image", "use a .png or .jpg input name")
+    return data.tobytes()
 
 
 class ImageSink(FilesSink):
-    """Annotated images: DIR/<stem><ext> for one image, DIR/<folder>/<file> for a set."""
+    """Annotated images of an image set: DIR/<folder>/<file>, named by ``names`` (one per input file)."""
 
-    def __init__(self, out_dir: Path, single_name: str | None):
+    def __init__(self, out_dir: Path, names: list[str]):
         super().__init__(out_dir)
-        self.single_name = single_name
+        self.planned = names  # by the frame's position in the input's files
 
     def write(self, frame, annotated, result):
         if annotated is None:
             return
-        target = self.out_dir / (self.single_name or frame.name)
-        ext = target.suffix.lower() if target.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp",
-                                                                  ".tif", ".tiff", ".webp") else ".png"
-        target = target.with_suffix(ext)
-        ok, data = cv2.imencode(ext, cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise MeshcliError(target, "could not encode the annotated image", "use a .png or .jpg input name")
-        write_atomic(target, data.tobytes())
-        self.written.append(target)
+        name = self.planned[frame.source_position]
+        self.staged_path(name).write_bytes(_encode(name, annotated))
+
+
+class SingleImageSink(Sink):
+    """The annotated image of a one-image input: DIR/<name>.<ext>."""
+
+    def __init__(self, final: Path):
+        self.final = final
+        self.tmp: Path | None = None
+
+    def write(self, frame, annotated, result):
+        if annotated is None:
+            return
+        self.tmp = temp_path_for(self.final)
+        self.tmp.write_bytes(_encode(self.final.name, annotated))
+
+    def commit(self):
+        if self.tmp is None:
+            return []
+        os.replace(self.tmp, self.final)
+        self.tmp = None
+        return [self.final]
+
+    def abort(self):
+        _discard(self.tmp)
+        self.tmp = None
 
 
 class VideoSink(Sink):
@@ -271,20 +413,21 @@ class VideoSink(Sink):
         self.last_pts = max(pts, self.last_pts + 1)
         return self.last_pts
 
-    def close(self):
+    def finish(self):
         if self.container is None:  # no frame was annotated
+            return
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+        self.container = None
+        if self.source is not None:
+            self._copy_audio()
+
+    def commit(self):
+        if self.tmp is None:
             return []
-        try:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-            self.container.close()
-            self.container = None
-            if self.source is not None:
-                self._copy_audio()
-            os.replace(self.tmp, self.final)
-        except BaseException:
-            self.abort()
-            raise
+        os.replace(self.tmp, self.final)
+        self.tmp = None
         return [self.final]
 
     def _copy_audio(self) -> None:
@@ -314,7 +457,7 @@ class VideoSink(Sink):
                         out.mux(packet)
                 os.replace(muxed, self.tmp)
             except BaseException:
-                muxed.unlink(missing_ok=True)
+                _discard(muxed)
                 raise
 
     def abort(self):
@@ -324,8 +467,8 @@ class VideoSink(Sink):
             except Exception:  # the file is being thrown away anyway
                 pass
             self.container = None
-        if self.tmp is not None:
-            self.tmp.unlink(missing_ok=True)
+        _discard(self.tmp)
+        self.tmp = None
 
 
 class JsonSink(Sink):
@@ -335,16 +478,24 @@ class JsonSink(Sink):
         self.final = final
         self.to_records = to_records
         self.records: list[dict] = []
+        self.tmp: Path | None = None
 
     def write(self, frame, annotated, result):
         self.records.extend(self.to_records(frame, result))
 
-    def close(self):
-        write_atomic(self.final, json.dumps(self.records).encode())
+    def finish(self):
+        self.tmp = temp_path_for(self.final)
+        self.tmp.write_bytes(json.dumps(self.records).encode())
+
+    def commit(self):
+        os.replace(self.tmp, self.final)
+        self.tmp = None
         return [self.final]
 
     def abort(self):
         self.records = []
+        _discard(self.tmp)
+        self.tmp = None
 
 
 class MeshSink(FilesSink):
@@ -357,11 +508,9 @@ class MeshSink(FilesSink):
     def write(self, frame, annotated, result):
         stem = f"{frame.index:06d}" if "#" in frame.name else Path(frame.name).stem
         for k in range(result.num_people):
-            path = self.out_dir / f"{stem}_{k:02d}.obj"
             # I2L's meshes are already in camera space (no cam_t row)
             offset = result.rows["cam_t"][k] if "cam_t" in result.rows else 0.0
-            write_obj(path, result.vertices[k] + offset, self.faces)
-            self.written.append(path)
+            write_obj(self.staged_path(f"{stem}_{k:02d}.obj"), result.vertices[k] + offset, self.faces)
 
 
 def mesh_sink(faces: np.ndarray):

@@ -7,8 +7,11 @@ with the video's length.
 """
 from __future__ import annotations
 
+import errno
 import glob as globlib
+import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -79,8 +82,7 @@ def _expand_one(arg: str, extensions: set[str]) -> list[Input]:
             raise MeshcliError(path, "the folder holds no image files",
                                f"point at a folder with {', '.join(sorted(image_exts))} files")
         return [Input(arg, "images", path.resolve().name, files)]
-    if not path.exists():
-        raise MeshcliError(path, "no such file or folder", "check the path")
+    _check_regular_file(path)
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTENSIONS & extensions:
         return [Input(arg, "video", path.stem, [path])]
@@ -92,24 +94,54 @@ def _expand_one(arg: str, extensions: set[str]) -> list[Input]:
                           if VIDEO_EXTENSIONS & extensions else ""))
 
 
+def _check_regular_file(path: Path) -> None:
+    """A missing path, a symbolic-link loop or a device/FIFO/socket is a one-line error (a FIFO or
+    /dev/zero would otherwise be read forever)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise MeshcliError(path, "is a loop of symbolic links", "point at the real file") from None
+        if os.path.islink(path):
+            raise MeshcliError(path, f"is a symbolic link to a missing file ({os.readlink(path)})",
+                               "point at the real file") from None
+        if err.errno == errno.ENOENT:
+            raise MeshcliError(path, "no such file or folder", "check the path") from None
+        raise MeshcliError(path, f"cannot be read ({err.strerror})", "check its permissions") from None
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise MeshcliError(path, "is not a regular file (a device, FIFO or socket)",
+                           "give an image, a folder or a video file")
+
+
 def _glob_name(pattern: str) -> str:
     fixed = [p for p in Path(pattern).parts if not any(ch in p for ch in "*?[")]
     return Path(*fixed).resolve().name if fixed else "images"
 
 
 def _make_names_unique(inputs: list[Input]) -> None:
-    seen: dict[str, int] = {}
+    """The first input of a name keeps it; later ones get the first free ``<name>-<n>``, never the name of
+    another input of the batch (``x``, ``x``, ``x-2`` -> ``x``, ``x-3``, ``x-2``)."""
+    taken = {inp.name for inp in inputs}
+    first: set[str] = set()
     for inp in inputs:
-        n = seen.get(inp.name, 0)
-        seen[inp.name] = n + 1
-        if n:
-            inp.name = f"{inp.name}-{n + 1}"
+        if inp.name not in first:
+            first.add(inp.name)
+            continue
+        n = 2
+        while f"{inp.name}-{n}" in taken:
+            n += 1
+        inp.name = f"{inp.name}-{n}"
+        taken.add(inp.name)
 
 
 def read_rgb(path: Path) -> np.ndarray:
     """Decode an image file to HxWx3 uint8 RGB (EXIF orientation applied)."""
     data = _read_bytes(path)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # OpenCV refuses images over its pixel limit (2^30 pixels) this way
+        raise MeshcliError(path, "the image is too large to decode (over OpenCV's limit of 2^30 pixels)",
+                           "downscale it first") from None
     if image is None:
         raise MeshcliError(path, "not a decodable image (corrupt, truncated or not an image despite its name)",
                            "re-export the file or remove it from the input")
@@ -117,6 +149,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def _read_bytes(path: Path) -> bytes:
+    _check_regular_file(Path(path))
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -159,29 +192,49 @@ def probe_video(path: Path) -> VideoInfo:
 
 
 def _check_nonempty(path: Path) -> None:
-    if not Path(path).exists():
-        raise MeshcliError(path, "no such file", "check the path")
+    _check_regular_file(Path(path))
     if Path(path).stat().st_size == 0:
         raise MeshcliError(path, "the file is empty (0 bytes)", "re-export or re-copy it")
 
 
+class VideoEndsEarly(MeshcliError):
+    """The video decoded fewer frames than its container announces (cut off or damaged)."""
+
+    def __init__(self, path: Path, decoded: int, announced: int):
+        self.decoded, self.announced = decoded, announced
+        super().__init__(path, f"the video ends after {decoded} of the {announced} frames its container "
+                         "announces (truncated or damaged)",
+                         "re-export or re-download it; --keep-partial keeps the outputs of the frames read, "
+                         "marked incomplete in the NPZ")
+
+
 def iter_video(path: Path, rotation: int = 0) -> Iterator[Frame]:
-    """Decode a video frame by frame (RGB), rotated upright per its metadata."""
+    """Decode a video frame by frame (RGB), rotated upright per its metadata.
+
+    Frame threading does not raise the decoder's errors about missing data, so a video that stops
+    short of the frame count its container announces is reported by comparing the two
+    (``VideoEndsEarly``, raised after its last frame).
+    """
     import av
 
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            announced = int(stream.frames or 0)
+            decoded = 0
             for index, frame in enumerate(container.decode(stream)):
                 image = frame.to_ndarray(format="rgb24")
                 if rotation:
                     image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))
+                decoded += 1
                 yield Frame(image, index, f"{path.name}#{index}", frame.time)
     except av.error.FFmpegError as err:
         raise MeshcliError(path, f"video decoding failed ({err.strerror or type(err).__name__}); "
                            "the file is truncated or damaged",
                            "re-export or re-download the video") from None
+    if decoded < announced:
+        raise VideoEndsEarly(path, decoded, announced)
 
 
 def iter_frames(inp: Input, reader: ImageReader, video_rotation: int = 0,
