@@ -1,7 +1,10 @@
 """Reading checkpoint files safely and mapping them strictly onto modules.
 
 Nothing here executes code from a user's file: torch files are read with
-``weights_only=True``.
+``weights_only=True``. Before that, a torch zip is checked member by member: every
+member's CRC must match (a flipped byte inside a tensor is caught), and no member may
+declare more data than the file really holds (``torch.save`` never compresses, so a
+small deflated file that would expand to gigabytes is refused before anything is read).
 """
 from __future__ import annotations
 
@@ -24,14 +27,50 @@ def torch_load(path: str | Path) -> object:
     if path.stat().st_size == 0:
         raise MeshcliError(path, "weights file is empty (0 bytes)",
                            "download it again or re-run `meshcli weights import`")
+    if zipfile.is_zipfile(path):
+        _check_zip(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise MeshcliError(path, f"refused to load: the file holds more than tensors ({first_line(err)})",
+        raise MeshcliError(path, f"refused to load: the file holds more than tensors ({_refusal(err)})",
                            "use the official checkpoint file; meshcli never runs code from weights") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         raise MeshcliError(path, f"not a readable torch checkpoint ({first_line(err)})",
                            "the file may be truncated or of another format; download it again") from None
+
+
+# A member may declare at most this many times its stored bytes (torch stores members uncompressed).
+MAX_EXPANSION = 1.01
+
+
+def _check_zip(path: Path) -> None:
+    """Declared sizes bounded by the stored bytes, then every member's CRC, before torch reads the file."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            for info in infos:
+                if info.file_size > MAX_EXPANSION * info.compress_size + 1024:
+                    raise MeshcliError(path, f"member {info.filename} declares {info.file_size} bytes but stores "
+                                       f"{info.compress_size} (compressed: torch never writes such a file)",
+                                       "use the checkpoint file as the authors published it")
+            for info in infos:
+                with zf.open(info) as member:  # zipfile checks the CRC when the member has been read
+                    while member.read(1 << 22):
+                        pass
+    except zipfile.BadZipFile as err:
+        raise MeshcliError(path, f"the file is damaged ({first_line(err)})", "download it again") from None
+    except (OSError, EOFError, NotImplementedError) as err:
+        raise MeshcliError(path, f"not a readable torch checkpoint ({first_line(err)})",
+                           "the file may be truncated or of another format; download it again") from None
+
+
+def _refusal(err: pickle.UnpicklingError) -> str:
+    """What torch refused, without its advice to load the file unsafely."""
+    advice = ("weights_only", "Weights only load failed", "documentation")
+    for line in str(err).splitlines():
+        if line.strip() and not any(a in line for a in advice):
+            return line.split("WeightsUnpickler error:", 1)[-1].strip()
+    return "an object that is not a tensor"
 
 
 def load_state_dict_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor],

@@ -6,6 +6,7 @@ can all share these types without importing each other.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -174,6 +175,14 @@ class WeightsInfo:
 
 
 def file_sha256(path: str | Path) -> str:
+    """The file's sha256, computed once per version of the file (checking the store and stamping the
+    outputs both ask for it)."""
+    info = Path(path).stat()
+    return _sha256_of(str(Path(path).resolve()), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -156,3 +156,20 @@ def test_fetch_takes_checkpoint_and_smpl_from_the_models_archive(setup, tmp_path
         server.shutdown()
     assert (tmp_path / "store" / "hmr_model.ckpt-667589.pth").is_file()
     assert (tmp_path / "store" / "smpl_neutral.npz").is_file()
+
+
+def test_import_takes_the_models_archive_as_downloaded(setup, tmp_path, monkeypatch):
+    """`meshcli weights import hmr models.tar.gz`: the checkpoint and its SMPL, from the gzipped archive."""
+    import tarfile
+
+    ckpt, smpl = setup
+    archive = tmp_path / "models.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for f in ckpt.parent.glob(ckpt.name + ".*"):
+            tar.add(f, arcname=f"models/{f.name}")
+        tar.add(smpl, arcname="models/neutral_smpl_with_cocoplus_reg.pkl")
+    monkeypatch.setenv("MESHCLI_WEIGHTS", str(tmp_path / "store"))
+    run = meshcli("weights", "import", "hmr", str(archive))
+    assert run.exit_code == 0, run.output
+    assert (tmp_path / "store" / "hmr_model.ckpt-667589.pth").is_file()
+    assert (tmp_path / "store" / "smpl_neutral.npz").is_file()

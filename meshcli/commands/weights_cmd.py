@@ -1,6 +1,7 @@
 """`meshcli weights list|fetch|import`: the weights store."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -16,14 +17,23 @@ weights_app = typer.Typer(no_args_is_help=True, help="List, fetch and import che
 
 
 @weights_app.command("list")
-def list_() -> None:
+def list_(as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False) -> None:
     """Known checkpoints, whether each is present, and where."""
+    rows = [{"name": e.name, "method": e.method, "variant": e.variant, "present": present, "file": str(e.path),
+             "url": e.url, "where": e.where, "licence": e.licence} for e, present in store.status()]
+    if as_json:
+        typer.echo(json.dumps({"store": str(records.store_dir()), "checkpoints": rows}, indent=1))
+        return
     table = Table(title=f"weights store: {records.store_dir()}")
-    for col in ("name", "method", "variant", "present", "file / source", "licence"):
-        table.add_column(col)
-    for e, present in store.status():
-        table.add_row(e.name, e.method, e.variant, "yes" if present else "no",
-                      str(e.path) if present else e.url, e.licence)
+    # 80 columns hold it: long cells wrap, never cut (names and URLs are copied from here); names stay whole.
+    # Method and variant are in `--json`.
+    table.add_column("name", no_wrap=True)
+    table.add_column("present")
+    table.add_column("file / source", overflow="fold", ratio=3)
+    table.add_column("licence", overflow="fold", ratio=2)
+    for row in rows:
+        table.add_row(row["name"], "yes" if row["present"] else "no",
+                      row["file"] if row["present"] else row["url"], row["licence"])
     Console().print(table)
 
 
