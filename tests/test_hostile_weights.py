@@ -248,3 +248,19 @@ def test_weights_list_fits_80_columns_and_has_json():
     by_name = {row["name"]: row for row in data["checkpoints"]}
     assert set(by_name) == set(records.manifest())
     assert by_name["hmr"]["url"] == records.record("hmr").url and by_name["hmr"]["present"] in (True, False)
+
+
+def test_an_smpl_pickle_of_shared_nested_lists_is_refused(tmp_path):
+    import pickle
+
+    from meshcli.io.smplfile import read_smpl_file
+
+    nested = [0.0]
+    for _ in range(40):  # 2^40 floats once copied out, a few hundred bytes as written
+        nested = [nested, nested]
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(pickle.dumps({"v_template": nested}, protocol=2))
+    assert path.stat().st_size < 1000
+    with pytest.raises(MeshcliError) as err:
+        read_smpl_file(path)
+    assert "expand" in err.value.line() and "bomb.pkl" in err.value.line()

@@ -332,3 +332,41 @@ def test_centre_rows_follow_the_files_when_one_is_unreadable(model, tmp_path):
     npz = np.load(tmp_path / "out" / "seq.npz")
     assert list(npz["files"]) == ["0.png", "2.png"]
     np.testing.assert_allclose(npz["centre_xyz"], rows[[0, 2]], atol=1e-3)
+
+
+# ---------------------------------------------------------------- hostile depth (issue 9)
+
+def test_nan_inf_and_negative_depth_are_invalid_pixels_counted_in_the_status(model):
+    depth = scene()
+    depth[10:20, 300:310] = np.nan
+    depth[30, 30] = np.inf
+    depth[40, 40] = -np.inf
+    depth[50, 50:55] = -3
+    [result] = predictor(model)([Frame(depth, 0, "d.npy")])
+    status = result.info["status"]
+    assert status.startswith("ok;") and "107 invalid depth pixel(s)" in status
+    assert np.isfinite(result.rows["joints_xyz"]).all()
+    [nothing] = predictor(model)([Frame(np.full((48, 64), np.nan, np.float32), 0, "nan.npy")])
+    assert nothing.info["status"] == "no hand in range: the frame has no valid depth"
+
+
+def test_a_frame_is_never_ok_with_non_finite_joints(model):
+    p = predictor(model)
+    prepared = p.preprocess(Frame(scene(), 0, "d.npy"))
+    result = p.postprocess(prepared, np.full((21, 3), np.nan, np.float32))
+    assert result.info["status"] != "ok" and "not finite" in result.info["status"]
+    assert np.isnan(result.rows["joints_xyz"]).all()
+
+
+def test_hostile_depth_options_and_files_are_one_line(model, tmp_path):
+    empty = tmp_path / "empty.npy"
+    np.save(empty, np.zeros((0, 0), np.float32))
+    with pytest.raises(MeshcliError, match="empty 0x0"):
+        read_depth(empty)
+    with pytest.raises(MeshcliError, match="--depth-scale 1e\\+40 must be a positive number up to"):
+        predictor(model, depth_scale=1e40)
+    centres = tmp_path / "centres.txt"
+    centres.write_text("0 0 -5\n")
+    p = predictor(model, centres=centres)
+    status = p.preprocess(Frame(scene(), 0, "d.npy")).status
+    assert "np.float64" not in status and "(0.0, 0.0, -5.0)" in status

@@ -75,4 +75,6 @@ def _read_npy(path: Path) -> np.ndarray:
     if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise MeshcliError(path, f"holds a {arr.dtype} array of shape {arr.shape}, not an HxW depth map",
                            "save a 2-D array of depths")
+    if arr.size == 0:
+        raise MeshcliError(path, f"holds an empty {arr.shape[0]}x{arr.shape[1]} array", "save a non-empty depth map")
     return arr.astype(np.float32)

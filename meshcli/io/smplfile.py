@@ -291,6 +291,24 @@ class _SafeUnpickler(pickle.Unpickler):
         raise _Forbidden("a persistent reference")
 
 
+def _expanded_size(obj, seen: dict[int, int]) -> int:
+    """How many objects ``obj`` becomes once shared references are copied out (lists and dicts are walked
+    once each; a cycle counts once)."""
+    if id(obj) in seen:
+        return seen[id(obj)]
+    seen[id(obj)] = 1
+    if isinstance(obj, dict):
+        children = obj.values()
+    elif isinstance(obj, (list, tuple)):
+        children = obj
+    elif isinstance(obj, _StandIn):
+        children = vars(obj).values()
+    else:
+        return 1
+    seen[id(obj)] = size = 1 + sum(_expanded_size(child, seen) for child in children)
+    return size
+
+
 def _resolve(obj):
     if isinstance(obj, _StandIn):
         return obj.value()
@@ -337,7 +355,14 @@ def _read_npz(path: Path) -> dict:
 def _read_pickle(path: Path) -> dict:
     try:
         with open(path, "rb") as fh:
-            data = _resolve(_SafeUnpickler(fh, encoding="latin1").load())
+            loaded = _SafeUnpickler(fh, encoding="latin1").load()
+        # Memo references let a few bytes name the same list over and over; copied out, 40 nested
+        # pairs are 2^40 objects. Each object honestly pickled takes at least one byte of the file.
+        size = _expanded_size(loaded, {})
+        if size > path.stat().st_size:
+            raise MeshcliError(path, f"refused to load: the pickle's {path.stat().st_size} bytes expand to "
+                               f"{size} objects through shared references", "use the official SMPL file")
+        data = _resolve(loaded)
     except _Forbidden as err:
         raise MeshcliError(path, f"refused to load: the pickle holds {err} (only numpy arrays, scipy sparse "
                                  "matrices and chumpy arrays are read)",

@@ -82,6 +82,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 CENTRES_FORMATS = ("xyz", "nyu")
 MIN_WINDOW_PX = 2  # a crop window narrower than this holds no usable hand
 MAX_WINDOW_FACTOR = 16  # a window this many times the frame's size means the depth is not in mm
+MAX_DEPTH_SCALE = 1e6  # kilometres to mm; larger factors overflow float32 depths
 
 
 # ----------------------------------------------------------------------------
@@ -411,9 +412,10 @@ class SrnPredictor(Predictor):
         if depth_format not in DEPTH_FORMATS:
             raise MeshcliError(None, f"unknown --depth-format {depth_format!r}",
                                f"choose one of {', '.join(DEPTH_FORMATS)}")
-        if not (depth_scale > 0 and math.isfinite(depth_scale)):
-            raise MeshcliError(None, f"--depth-scale {depth_scale} must be a positive number",
-                               "give the factor from the file's units to mm, e.g. 1000 for metres")
+        if not (0 < depth_scale <= MAX_DEPTH_SCALE):  # larger factors overflow float32 depths to infinity
+            raise MeshcliError(None, f"--depth-scale {depth_scale:g} must be a positive number up to "
+                               f"{MAX_DEPTH_SCALE:g}", "give the factor from the file's units to mm, e.g. 1000 "
+                               "for metres")
         self.depth_format, self.depth_scale = depth_format, float(depth_scale)
         self.fixed_centre = parse_centre(centre)
         if centres is not None and self.fixed_centre is not None:
@@ -459,6 +461,10 @@ class SrnPredictor(Predictor):
         if self.mirror:
             depth = np.ascontiguousarray(depth[:, ::-1])  # the realtime demo's left-right mirror
         item = HandCrop(frame.index, w, "ok")
+        invalid = ~np.isfinite(depth) | (depth < 0)
+        if invalid.any():  # no depth, as the sensors' 0
+            depth = np.where(invalid, np.float32(0), depth)
+            item.status = f"ok; {int(invalid.sum())} invalid depth pixel(s) (NaN, infinite or negative) read as 0"
         if not (depth > 0).any():
             item.status = "no hand in range: the frame has no valid depth"
             return item
@@ -474,7 +480,8 @@ class SrnPredictor(Predictor):
         else:
             xyz = self.fixed_centre if self.centres is None else self._centre_row(frame)
             if not (np.isfinite(xyz).all() and xyz[2] > 0):
-                item.status = f"no hand in range: centre {tuple(np.round(xyz, 1))} is not in front of the camera"
+                shown = ", ".join(f"{v:.1f}" for v in np.asarray(xyz, np.float64))
+                item.status = f"no hand in range: centre ({shown}) is not in front of the camera"
                 return item
             centre = project(xyz, self.intrinsics).astype(np.float32)  # the NYU loader keeps float32
             if self.mirror:
@@ -528,6 +535,9 @@ class SrnPredictor(Predictor):
         if prepared.centre_uvd is not None:
             centre = self._to_image(prepared.centre_uvd.astype(np.float64), prepared.width)
             centre_xyz = back_project(centre, self.intrinsics).astype(np.float32)[None]
+        if raw is not None and not np.isfinite(raw).all():  # never an "ok" frame with non-finite joints
+            prepared.status = "no hand: the network's joints are not finite numbers"
+            raw = None
         if raw is not None:
             joints = self._to_image(self.joints_uvd(raw, prepared), prepared.width)[self.joint_index]
             uvd = joints.astype(np.float32)[None]
