@@ -389,3 +389,30 @@ def test_sigkill_leftovers_are_removed_by_the_next_run_and_sigterm_cleans_up(tmp
     assert code != 0
     assert not any(p.exists() for p in leftovers), "the killed run's leftovers were not removed"
     assert snapshot(out) == before, "the interrupted run changed or left files"
+
+
+# -- 7: boxes and shapes that would need gigabytes ---------------------------------------------------------------
+def test_a_huge_box_around_a_small_image_is_built_reduced_and_looks_the_same():
+    from meshcli.methods.spin import crop_image
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    ul, br = np.array([-1500, -1500]), np.array([1580, 1560])
+    exact = crop_image(img, ul, br)
+    reduced = crop_image(img, ul, br, max_box_pixels=200_000)
+    assert np.abs(exact.astype(int) - reduced).mean() < 0.5
+    huge = crop_image(img, np.array([-10000, -10000]), np.array([10080, 10060]))  # 3.1 GB if built whole
+    assert huge.shape == (224, 224, 3) and huge.any()
+
+
+def test_dekr_refuses_an_extreme_image_shape_before_allocating(tmp_path):
+    from meshcli.errors import MeshcliError
+    from meshcli.methods.base import Frame
+    from meshcli.methods.dekr import VARIANTS, DekrPredictor
+
+    predictor = object.__new__(DekrPredictor)  # preprocessing only: no network needed
+    predictor.cfg, predictor.scales = VARIANTS["w32-coco"], (1.0,)
+    with pytest.raises(MeshcliError) as err:
+        predictor.preprocess(Frame(np.zeros((1, 200, 3), np.uint8), 0, "strip.png"))
+    line = err.value.line()
+    assert "strip.png" in line and "102400" in line and "crop or pad" in line

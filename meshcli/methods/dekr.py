@@ -258,6 +258,9 @@ def validate_checkpoint(path: Path, variant: str) -> None:
 # ----------------------------------------------------------------------------- geometry
 
 
+MAX_ASPECT = 8  # a longer side than this many short sides would make the network input explode
+
+
 def resize_geometry(image_hw: tuple[int, int], input_size: int, s: float
                     ) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
     """Network input size (W, H) at scale ``s``, affine centre (int px) and scale (w, h in 200 px).
@@ -523,6 +526,11 @@ class DekrPredictor(Predictor):
             raise MeshcliError(frame.name, "DEKR needs an RGB uint8 image",
                                "give a colour image or video")
         hw = image.shape[:2]
+        if max(hw) > MAX_ASPECT * min(hw):  # the short side is scaled to the input size, the long one with it
+            long_side = resize_geometry(hw, self.cfg["input_size"], max(self.scales))[0]
+            raise MeshcliError(frame.name, f"a {hw[1]}x{hw[0]} image would need a {max(long_side)}-pixel wide "
+                               f"network input (DEKR scales the short side to {self.cfg['input_size']}); images up "
+                               f"to {MAX_ASPECT}:1 are accepted", "crop or pad the image to a less extreme shape")
         inputs = []
         for s in self.scales:
             size, center, scale = resize_geometry(hw, self.input_size, s)

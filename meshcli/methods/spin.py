@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -140,13 +141,20 @@ def crop_corners(centre: np.ndarray, scale: float, size: int = 224) -> tuple[np.
     return ul, br
 
 
-def crop_image(image: np.ndarray, ul: np.ndarray, br: np.ndarray, size: int = 224) -> np.ndarray:
+MAX_BOX_PIXELS = 16_000_000  # a larger box is reduced before it is built (see crop_image)
+
+
+def crop_image(image: np.ndarray, ul: np.ndarray, br: np.ndarray, size: int = 224,
+               max_box_pixels: int = MAX_BOX_PIXELS) -> np.ndarray:
     """The box [ul, br) on a zero canvas, contrast-stretched to uint8, resized to size x size (Pillow bilinear).
 
     ``scipy.misc.imresize`` byte-scaled its float box over the box's full range
     (zero border included) before resizing. The box holds only uint8 values and
     zeros, so a 256-entry table of that stretch gives the same bytes without a
-    float copy of the box.
+    float copy of the box. A box far larger than the image (a 20000-px box around a
+    small image) would need gigabytes: it is built at 1/k of its size (k the
+    smallest integer that fits ``max_box_pixels``, the image area-averaged into it),
+    which the network sees as the same picture up to interpolation.
     """
     h, w = image.shape[:2]
     x0, x1 = max(0, ul[0]), min(w, br[0])
@@ -158,9 +166,19 @@ def crop_image(image: np.ndarray, ul: np.ndarray, br: np.ndarray, size: int = 22
         values.append(0)  # the zero border takes part in the range
     lo, hi = min(values), max(values)
     lut = (((np.arange(256, dtype=np.float64) - lo) * (255.0 / (hi - lo or 1.0))).clip(0, 255) + 0.5).astype(np.uint8)
+    k = int(np.ceil(np.sqrt(shape[0] * shape[1] / max_box_pixels)))
+    if k > 1:
+        shape = (-(-shape[0] // k), -(-shape[1] // k), 3)
+        top, left = (y0 - ul[1]) // k, (x0 - ul[0]) // k
+        if inside.size:
+            inside = cv2.resize(inside, (max(1, min(shape[1] - left, round(inside.shape[1] / k))),
+                                         max(1, min(shape[0] - top, round(inside.shape[0] / k)))),
+                                interpolation=cv2.INTER_AREA)
+    else:
+        top, left = y0 - ul[1], x0 - ul[0]
     box = np.full(shape, lut[0], np.uint8)
     if inside.size:
-        box[y0 - ul[1]:y1 - ul[1], x0 - ul[0]:x1 - ul[0]] = lut[inside]
+        box[top:top + inside.shape[0], left:left + inside.shape[1]] = lut[inside]
     return np.asarray(Image.fromarray(box, "RGB").resize((size, size), Image.BILINEAR))
 
 
