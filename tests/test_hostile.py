@@ -407,11 +407,11 @@ def test_a_huge_box_around_a_small_image_is_built_reduced_and_looks_the_same():
 
 def test_dekr_refuses_an_extreme_image_shape_before_allocating(tmp_path):
     from meshcli.errors import MeshcliError
-    from meshcli.methods.base import Frame
-    from meshcli.methods.dekr import VARIANTS, DekrPredictor
+    from meshcli.types import Frame
+    from meshcli.methods.dekr import DekrPredictor
 
     predictor = object.__new__(DekrPredictor)  # preprocessing only: no network needed
-    predictor.cfg, predictor.scales = VARIANTS["w32-coco"], (1.0,)
+    predictor.input_size, predictor.scales = 512, (1.0,)
     with pytest.raises(MeshcliError) as err:
         predictor.preprocess(Frame(np.zeros((1, 200, 3), np.uint8), 0, "strip.png"))
     line = err.value.line()

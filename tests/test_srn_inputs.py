@@ -301,7 +301,7 @@ def test_cli_mixed_folder_and_frame_without_hand(tmp_path):
     assert np.isnan(npz["joints_xyz"][2]).all() and np.isfinite(npz["joints_xyz"][0]).all()
     assert npz["frame_status"][1] == "ok"
     assert str(npz["joint_names"][0]) == "Wrist" and bool(npz["untrained"])
-    assert sorted(p.name for p in (out / "frames").iterdir()) == ["f01.png", "f02.png", "f03.png"]
+    assert sorted(p.name for p in (out / "frames").iterdir()) == ["f01.png", "f02.npy.png", "f03.png"]
 
 
 def test_cli_bad_options_are_one_line_errors(tmp_path):

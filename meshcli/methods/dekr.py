@@ -527,9 +527,9 @@ class DekrPredictor(Predictor):
                                "give a colour image or video")
         hw = image.shape[:2]
         if max(hw) > MAX_ASPECT * min(hw):  # the short side is scaled to the input size, the long one with it
-            long_side = resize_geometry(hw, self.cfg["input_size"], max(self.scales))[0]
+            long_side = resize_geometry(hw, self.input_size, max(self.scales))[0]
             raise MeshcliError(frame.name, f"a {hw[1]}x{hw[0]} image would need a {max(long_side)}-pixel wide "
-                               f"network input (DEKR scales the short side to {self.cfg['input_size']}); images up "
+                               f"network input (DEKR scales the short side to {self.input_size}); images up "
                                f"to {MAX_ASPECT}:1 are accepted", "crop or pad the image to a less extreme shape")
         inputs = []
         for s in self.scales:
