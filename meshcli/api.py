@@ -66,6 +66,9 @@ def rescore_options(variant: str, rescore: bool | str, rescore_weights: str | Pa
     Untrained runs rescore with an untrained net. ``rescore="auto"`` (benchmarks, the person detector)
     rescores when the store has the net and turns rescoring off when it does not.
     """
+    if random_weights and rescore_weights is not None:
+        raise MeshcliError(rescore_weights, "--rescore-weights is not used with --random-weights (an untrained "
+                           "run rescores with an untrained net)", "drop one of the two")
     if not rescore or random_weights:
         return {"rescore": bool(rescore), "rescore_weights": None}
     record = records.record_for("dekr", f"rescore-{variant.split('-', 1)[1]}")

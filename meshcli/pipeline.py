@@ -18,10 +18,10 @@ any failure, an unexpected one included, ends only the input it happened in.
 """
 from __future__ import annotations
 
-import os
 import queue
 import resource
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -179,8 +179,12 @@ class Pipeline:
         except OSError as err:
             raise MeshcliError(self.out_dir, f"cannot create the output folder ({err.strerror})",
                                "choose another --out") from None
-        if not os.access(self.out_dir, os.W_OK | os.X_OK):
-            raise MeshcliError(self.out_dir, "the output folder is not writable", "choose another --out")
+        try:  # a real file, as permissions do not tell for root or for folders like /proc
+            with tempfile.TemporaryFile(dir=self.out_dir):
+                pass
+        except OSError as err:
+            raise MeshcliError(self.out_dir, f"the output folder is not writable ({err.strerror})",
+                               "choose another --out") from None
         remove_leftovers(self.out_dir)
 
     # -- decode thread -------------------------------------------------------------------------

@@ -416,3 +416,58 @@ def test_dekr_refuses_an_extreme_image_shape_before_allocating(tmp_path):
         predictor.preprocess(Frame(np.zeros((1, 200, 3), np.uint8), 0, "strip.png"))
     line = err.value.line()
     assert "strip.png" in line and "102400" in line and "crop or pad" in line
+
+
+def test_an_output_folder_that_cannot_hold_files_is_one_line():
+    from meshcli.errors import MeshcliError
+
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    with pytest.raises(MeshcliError) as err:  # /proc passes permission checks for root, yet takes no files
+        Pipeline(BrightestPixel(), "/proc").run(["whatever.png"])
+    assert err.value.line().startswith("/proc: the output folder is not writable")
+
+
+# -- 12: what a new user runs into ---------------------------------------------------------------------------------
+def test_drawing_thresholds_choose_who_and_which_joints_are_drawn():
+    from meshcli.methods.dekr import DekrPredictor
+    from meshcli.types import PoseResult
+
+    keypoints = np.array([[[10, 10, 0.9], [30, 10, 0.1]]], np.float32)
+    result = PoseResult(0, {"keypoints": keypoints, "scores": np.array([0.05], np.float32),
+                            "bbox": np.array([[2, 32, 38, 39]], np.float32)})  # drawn away from the joints
+    painter = object.__new__(DekrPredictor)  # drawing only: no network needed
+    painter.skeleton = [(0, 1)]
+    blank = np.zeros((40, 40, 3), np.uint8)
+    painter.person_thr, painter.kpt_thr = 0.3, 0.0
+    assert not painter.annotate(blank, result).any()  # a low-scoring person is left out
+    painter.person_thr = 0.0
+    both = painter.annotate(blank, result)
+    assert both[10, 10].any() and both[10, 30].any()
+    painter.kpt_thr = 0.5
+    one = painter.annotate(blank, result)
+    assert one[10, 10].any() and not one[10, 30].any() and not one[10, 20].any()  # nor the limb to it
+
+
+def test_rescore_weights_with_random_weights_is_refused_not_ignored(tmp_path):
+    from typer.testing import CliRunner
+
+    from meshcli.cli import app
+
+    stray = tmp_path / "final_rescore_coco_kpt.pth"
+    stray.write_bytes(b"x")
+    run = CliRunner().invoke(app, ["pose", str(image(tmp_path / "a.png", 1, 1)), "--random-weights",
+                                   "--rescore-weights", str(stray), "--out", str(tmp_path / "out")])
+    assert run.exit_code != 0 and "--rescore-weights is not used with --random-weights" in run.output
+
+
+@pytest.mark.parametrize("command, method", [("pose", "dekr"), ("body", "i2l"), ("hand", "srn"), ("bench", "hmr")])
+def test_help_lists_every_variant(command, method):
+    from typer.testing import CliRunner
+
+    from meshcli.cli import app
+    from meshcli.methods import METHODS
+
+    text = " ".join(CliRunner().invoke(app, [command, "--help"], terminal_width=400).output.split())
+    for variant in METHODS[method].variants:
+        assert variant in text

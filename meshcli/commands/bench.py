@@ -17,7 +17,7 @@ from .common import (
     BatchSize,
     Device,
     RandomWeights,
-    Variant,
+    variant_option,
     Weights,
     guarded,
 )
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
     def bench(
         inputs: Annotated[list[str], typer.Argument(help="Image, folder or video to run on.")],
         method: Annotated[str, typer.Option("--method", "-m", help=", ".join(METHODS))],
-        variant: Variant = None,
+        variant: variant_option() = None,
         weights: Weights = None,
         random_weights: RandomWeights = False,
         smpl: Annotated[Path | None, typer.Option("--smpl", help="SMPL model (body methods).",

@@ -16,7 +16,7 @@ from .common import (
     Out,
     Quiet,
     RandomWeights,
-    Variant,
+    variant_option,
     Weights,
     batch_command,
     guarded,
@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     def body(
         inputs: Inputs,
         method: Annotated[str, typer.Option("--method", "-m", help=", ".join(methods_for("body")))] = "hmr",
-        variant: Variant = None,
+        variant: variant_option('body') = None,
         weights: Weights = None,
         smpl: Annotated[Path | None, typer.Option(
             "--smpl", help="SMPL model (.pkl or .npz); default: the one imported with "

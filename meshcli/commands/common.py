@@ -15,6 +15,7 @@ from rich.console import Console
 from ..errors import MeshcliError
 from ..engine import ENGINES, BatchOptions, BatchReport, Job, JobBuilder, read_inputs_from, run_local
 from ..engine.ledger import settings_of
+from ..methods import METHODS, methods_for
 from ..pipeline import SinkFactory
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -27,13 +28,19 @@ Weights = Annotated[Path | None, typer.Option("--weights", help="Use this checkp
                                                show_default=False)]
 RandomWeights = Annotated[bool, typer.Option("--random-weights", help="Untrained weights, to check an install or "
                                              "measure speed; every output is stamped as untrained.")]
-Variant = Annotated[str | None, typer.Option("--variant", help="Model variant (default: the method's first).",
-                                             show_default=False)]
 Annotate = Annotated[bool, typer.Option("--annotate/--no-annotate", help="Write the annotated image/video.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 KeepPartial = Annotated[bool, typer.Option("--keep-partial", help="Keep the outputs of a video that ends before "
                                            "the frame count its container announces (marked incomplete in the NPZ; "
                                            "still reported, exit 1).")]
+
+
+def variant_option(task: str | None = None):
+    """``--variant``, its help listing every variant of the task's methods (the default first)."""
+    names = methods_for(task) if task else list(METHODS)
+    listed = "; ".join(f"{m}: {', '.join(METHODS[m].variants)}" for m in names)
+    return Annotated[str | None, typer.Option("--variant", help=f"Model variant, default the first ({listed}).",
+                                              show_default=False)]
 
 
 def fail(err: MeshcliError, code: int = 2) -> "typer.Exit":

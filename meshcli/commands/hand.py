@@ -16,7 +16,7 @@ from .common import (
     Out,
     Quiet,
     RandomWeights,
-    Variant,
+    variant_option,
     Weights,
     batch_command,
     guarded,
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
     def hand(
         inputs: DepthInputs,
         method: Annotated[str, typer.Option("--method", "-m", help="srn")] = "srn",
-        variant: Variant = None,
+        variant: variant_option('hand') = None,
         weights: Weights = None,
         depth_format: Annotated[str, typer.Option(
             "--depth-format", help="16bit: single-channel 16-bit PNG/TIFF; nyu: NYU colour PNG, depth = B + 256*G. "

@@ -15,7 +15,7 @@ from .common import (
     Out,
     Quiet,
     RandomWeights,
-    Variant,
+    variant_option,
     Weights,
     batch_command,
     guarded,
@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
     def pose(
         inputs: Inputs,
         method: Annotated[str, typer.Option("--method", "-m", help="dekr")] = "dekr",
-        variant: Variant = None,
+        variant: variant_option('pose') = None,
         weights: Weights = None,
         rescore_weights: Annotated[Path | None, typer.Option(
             "--rescore-weights", help="DEKR's rescoring net (final_rescore_*_kpt.pth); default: the store's.",
@@ -43,6 +43,12 @@ def register(app: typer.Typer) -> None:
             "--nms-threshold", help="Pose NMS threshold; default 0.05 single-scale, 0.15 multi-scale "
             "(the official README's multi-scale setting).", show_default=False)] = None,
         flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Flip test (official default).")] = True,
+        person_thr: Annotated[float | None, typer.Option(
+            "--person-thr", help="Draw people scoring at least this (default 0.3, the official demo's; 0 with "
+            "--random-weights, whose scores are meaningless). Drawing only: the NPZ keeps everyone.",
+            show_default=False)] = None,
+        kpt_thr: Annotated[float, typer.Option(
+            "--kpt-thr", help="Draw joints scoring at least this (drawing only).")] = 0.0,
         out: Out = Path("meshcli_out"),
         batch_size: BatchSize = 4,
         device: Device = "auto",
@@ -57,5 +63,6 @@ def register(app: typer.Typer) -> None:
 
         spec(method, "pose")
         predictor = load(method, variant, weights, device=device, random_weights=random_weights, scales=scales,
-                         flip=flip, nms_threshold=nms_threshold, rescore=rescore, rescore_weights=rescore_weights)
+                         flip=flip, nms_threshold=nms_threshold, rescore=rescore, rescore_weights=rescore_weights,
+                         person_thr=person_thr, kpt_thr=kpt_thr)
         hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor), keep_partial)

@@ -68,7 +68,7 @@ BODY_OPTIONS = ("smpl", "detector", "openpose", "boxes", "save_vertices", "rende
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("dekr", "pose", "meshcli.methods.dekr:DekrPredictor", validator="meshcli.methods.dekr:validate_checkpoint",
-               options=("scales", "flip", "nms_threshold", "rescore", "rescore_weights")),
+               options=("scales", "flip", "nms_threshold", "rescore", "rescore_weights", "person_thr", "kpt_thr")),
     MethodSpec("hmr", "body", "meshcli.methods.hmr:HmrPredictor", converter="meshcli.methods.hmr:convert_checkpoint",
                options=BODY_OPTIONS),
     MethodSpec("spin", "body", "meshcli.methods.spin:SpinPredictor", validator="meshcli.methods.spin:validate_checkpoint",

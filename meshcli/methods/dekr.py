@@ -91,7 +91,7 @@ NMS_THRESHOLD = 0.05  # pose NMS distance factor, single-scale config
 NMS_THRESHOLD_MULTISCALE = 0.15  # the official README's setting for multi-scale testing
 CENTER_THRESHOLD = 0.01
 MAX_PEOPLE = 30
-DRAW_THRESHOLD = 0.3  # person score below which annotate() leaves a person out (official demo's --visthre)
+PERSON_THR = 0.3  # person score below which annotate() leaves a person out (official demo's --visthre)
 
 
 
@@ -478,7 +478,7 @@ class DekrPredictor(Predictor):
                  device: str | torch.device = "cpu", *, scales: Sequence[float] = (1.0,), flip: bool = True,
                  nms_threshold: float | None = None, rescore: bool = True,
                  rescore_weights: str | Path | None = None, center_threshold: float = CENTER_THRESHOLD,
-                 max_people: int = MAX_PEOPLE, draw_threshold: float = DRAW_THRESHOLD):
+                 max_people: int = MAX_PEOPLE, person_thr: float | None = None, kpt_thr: float = 0.0):
         self.variant = METHODS["dekr"].choose_variant(variant)
         self.cfg = VARIANTS[self.variant]
         self.input_size = record_for("dekr", self.variant).input_size
@@ -496,7 +496,9 @@ class DekrPredictor(Predictor):
                               NMS_THRESHOLD if len(self.scales) == 1 else NMS_THRESHOLD_MULTISCALE)
         self.center_threshold = center_threshold
         self.max_people = max_people
-        self.draw_threshold = draw_threshold
+        # untrained weights score everyone low: an install check draws whatever was found
+        self.person_thr = person_thr if person_thr is not None else (0.0 if weights is None else PERSON_THR)
+        self.kpt_thr = kpt_thr  # joints scoring below it are not drawn
         self.joint_names = record_for("dekr", self.variant).joint_names
         self.skeleton = self.cfg["links"]
 
@@ -637,10 +639,11 @@ class DekrPredictor(Predictor):
         rows = result.rows
         for k in range(result.num_people):
             score = float(rows["scores"][k])
-            if score < self.draw_threshold:
+            if score < self.person_thr:
                 continue
             rgb = colour(k)
-            draw_skeleton(out, rows["keypoints"][k, :, :2], self.skeleton, rgb)
+            draw_skeleton(out, rows["keypoints"][k, :, :2], self.skeleton, rgb,
+                          visible=rows["keypoints"][k, :, 2] >= self.kpt_thr)
             draw_box(out, rows["bbox"][k], rgb, label=f"{score:.2f}")
         return out
 
