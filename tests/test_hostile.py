@@ -471,3 +471,20 @@ def test_help_lists_every_variant(command, method):
     text = " ".join(CliRunner().invoke(app, [command, "--help"], terminal_width=400).output.split())
     for variant in METHODS[method].variants:
         assert variant in text
+
+
+def test_bench_takes_the_options_of_the_command_it_measures(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from meshcli.cli import app
+
+    nyu = tmp_path / "depth.png"  # NYU's colour encoding: what the error on 16-bit decoding advises
+    cv2.imwrite(str(nyu), np.zeros((48, 64, 3), np.uint8))
+    run = CliRunner().invoke(app, ["bench", str(nyu), "--method", "srn", "--random-weights", "--depth-format",
+                                   "nyu", "--centre", "0,0,500", "--no-annotate", "--json"])
+    assert run.exit_code == 0, run.output
+    result = json.loads(run.output)
+    assert result["settings"]["depth_format"] == "nyu" and result["settings"]["centre_source"] == "fixed"
+    assert result["inputs"] == [str(nyu)] and not result["failures"]

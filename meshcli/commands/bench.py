@@ -17,9 +17,9 @@ from .common import (
     BatchSize,
     Device,
     RandomWeights,
-    variant_option,
     Weights,
     guarded,
+    variant_option,
 )
 
 
@@ -70,11 +70,24 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
     }
 
 
+def command_options(app: typer.Typer, method: str, tokens: list[str]) -> tuple[list[str], dict]:
+    """The inputs and method options in ``tokens``, parsed by the command that runs ``method`` (pose, body
+    or hand), so bench takes every option that command takes; only options given are returned."""
+    task = spec(method).task
+    command = typer.main.get_command(app).commands[task]
+    ctx = command.make_context(f"meshcli bench --method {method}", list(tokens))
+    given = {name: value for name, value in ctx.params.items()
+             if name in spec(method).options and getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+    return ctx.params["inputs"], given
+
+
 def register(app: typer.Typer) -> None:
-    @app.command(no_args_is_help=True)
+    @app.command(no_args_is_help=True, context_settings={"ignore_unknown_options": True})
     @guarded
     def bench(
-        inputs: Annotated[list[str], typer.Argument(help="Image, folder or video to run on.")],
+        inputs: Annotated[list[str], typer.Argument(
+            help="Image, folder or video to run on, and any option of the command that runs the method "
+            "(pose, body or hand), e.g. --depth-format nyu.")],
         method: Annotated[str, typer.Option("--method", "-m", help=", ".join(METHODS))],
         variant: variant_option() = None,
         weights: Weights = None,
@@ -97,7 +110,9 @@ def register(app: typer.Typer) -> None:
         Body methods crop the whole frame as one person unless --detector dekr; DEKR rescores when its
         rescoring net is in the weights store.
         """
-        options = {"smpl": smpl, "detector": detector} if spec(method).task == "body" else {}
+        inputs, options = command_options(app, method, inputs)
+        if spec(method).task == "body":
+            options = {"smpl": smpl, "detector": detector, **options}
         result = benchmark(inputs, method, variant, weights, random_weights, batch_size, device, options,
                            annotate, progress=not as_json, repeat=repeat)
         if as_json:
