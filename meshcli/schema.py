@@ -84,7 +84,8 @@ KEYS: tuple[Key, ...] = (
     Key("stage", "i2l", "input", "() str", "mesh drawn: lixel or param"),
     Key("param_stage", "i2l", "input", "() bool", "the snapshot's parameter stage is trained"),
     Key("focal", "i2l", "input", "(2,) float", "camera focal length, px"),
-    Key("principal_point", "i2l", "input", "(2,) float", "camera principal point, px (NaN: image centre)"),
+    Key("principal_point", "i2l", "row", "(P, 2) float64", "camera principal point used, px (--principal-point, "
+                                                            "else the image centre)"),
     Key("root_depth", "i2l", "input", "() float", "camera to pelvis distance, m"),
     # -- hand (SRN)
     Key("joints_xyz", "hand", "row", "(F, J, 3) float32", "camera space, mm (x right, y down, z forward)"),

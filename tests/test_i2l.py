@@ -224,7 +224,9 @@ def test_stage_chooses_the_overlay_mesh(predictor, network_run):
            "pose": param.pose.numpy(), "betas": param.betas.numpy(), "mesh_coord_cam": param.mesh.numpy()}
     lixel = predictor.postprocess(frame, raw)
     assert set(lixel.rows) == set(predictor.empty_rows()) == {
-        "bbox", "joints_img", "global_orient", "body_pose", "betas", "mesh_cam", "mesh_cam_param"}
+        "bbox", "principal_point", "joints_img", "global_orient", "body_pose", "betas", "mesh_cam", "mesh_cam_param"}
+    h, w = img.shape[:2]
+    np.testing.assert_array_equal(lixel.rows["principal_point"], [[w / 2, h / 2]])  # the centre used, stored
     np.testing.assert_array_equal(lixel.vertices, lixel.rows["mesh_cam"])
     param_predictor = copy.copy(predictor)
     param_predictor.stage = "param"
@@ -317,7 +319,7 @@ def test_untrained_param_head_is_reported(small_snapshots, i2l_files):
     lixel = i2l.I2LPredictor(small_snapshots["full"], smpl=i2l_files[1], bbox="10,10,50,80")
     assert not lixel.param_trained
     rows = lixel([Frame(np.zeros((120, 100, 3), np.uint8), 0, "black.png")])[0].rows
-    assert set(rows) == {"bbox", "joints_img"}
+    assert set(rows) == {"bbox", "principal_point", "joints_img"}
 
 
 def test_not_a_snapshot(tmp_path):

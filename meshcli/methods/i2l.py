@@ -496,8 +496,9 @@ class I2LPredictor(BodyPredictor):
                 person.update(global_orient=pose[:3], body_pose=pose[3:], betas=raw["betas"][k],
                               mesh_cam_param=cam["mesh_cam_param"])
             people.append(person)
-        rows = {"bbox": np.stack([p.box for p in prepared.people]).astype(np.float64)}
-        rows.update({k: np.stack([p[k] for p in people]) for k in self.empty_rows() if k != "bbox"})
+        rows = {"bbox": np.stack([p.box for p in prepared.people]).astype(np.float64),
+                "principal_point": np.tile(np.asarray(principal, np.float64), (len(people), 1))}  # the one used
+        rows.update({k: np.stack([p[k] for p in people]) for k in self.empty_rows() if k not in rows})
         shown = np.stack([p["mesh_cam" if self.stage == "lixel" else "mesh_cam_param"] for p in people])
         return BodyResult(prepared.index, rows, vertices=shown)
 
@@ -512,7 +513,8 @@ class I2LPredictor(BodyPredictor):
             shapes["mesh_cam"] = (v, 3)
             if self.param_trained:
                 shapes["mesh_cam_param"] = (v, 3)
-        return {"bbox": np.zeros((0, 4)), **{k: np.zeros((0, *s), np.float32) for k, s in shapes.items()}}
+        return {"bbox": np.zeros((0, 4)), "principal_point": np.zeros((0, 2)),
+                **{k: np.zeros((0, *s), np.float32) for k, s in shapes.items()}}
 
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
@@ -520,7 +522,6 @@ class I2LPredictor(BodyPredictor):
             "stage": self.stage,
             "param_stage": self.param_trained,
             "focal": np.array(self.focal),
-            "principal_point": np.array(self.principal_point or (np.nan, np.nan)),  # NaN: each image's centre
             "root_depth": self.root_depth,
         })
         return meta
