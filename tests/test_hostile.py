@@ -170,7 +170,14 @@ class FullDisk:
 def test_a_full_disk_ends_the_input_with_one_line_and_the_next_input_runs(tmp_path, monkeypatch):
     video_free = frames_folder(tmp_path / "frames", 4)
     out = tmp_path / "out"
-    monkeypatch.setattr(sinks.tempfile, "TemporaryFile", FullDisk(room=20))
+    disk, real_init = FullDisk(room=20), sinks._RowSpool.__init__
+
+    def spool_on_a_full_disk(spool, directory):  # the NPZ's row spools fill the disk
+        real_init(spool, directory)
+        spool.file.close()
+        spool.file = disk()
+
+    monkeypatch.setattr(sinks._RowSpool, "__init__", spool_on_a_full_disk)
     summary = run_guarded(Pipeline(BrightestPixel(), out), [str(video_free)])
     line = one_line(summary, "no space left")
     assert "--out" in line

@@ -156,22 +156,15 @@ def serve(monkeypatch, tmp_path):
         server.shutdown()
 
 
-def test_a_trickling_server_is_given_up_on(serve, monkeypatch):
+@pytest.mark.parametrize("limits, cause", [({"FETCH_RATE_WINDOW_S": 0.5, "FETCH_MIN_RATE": 1000}, "too slow"),
+                                           ({"FETCH_DEADLINE_S": 0.5, "FETCH_MIN_RATE": 0}, "not finished")])
+def test_a_trickling_server_is_given_up_on(serve, monkeypatch, limits, cause):
     url = serve(Trickle)
-    monkeypatch.setattr(store, "FETCH_RATE_WINDOW_S", 0.5)
-    monkeypatch.setattr(store, "FETCH_MIN_RATE", 1000)
+    for name, value in limits.items():
+        monkeypatch.setattr(store, name, value)
     run = meshcli("weights", "fetch", "spin")
     assert run.exit_code != 0
-    one_line(run.output, url, "too slow")
-
-
-def test_a_download_past_its_deadline_is_given_up_on(serve, monkeypatch):
-    url = serve(Trickle)
-    monkeypatch.setattr(store, "FETCH_DEADLINE_S", 0.5)
-    monkeypatch.setattr(store, "FETCH_MIN_RATE", 0)
-    run = meshcli("weights", "fetch", "spin")
-    assert run.exit_code != 0
-    one_line(run.output, url, "not finished")
+    one_line(run.output, url, cause)
 
 
 def archive_bytes(members: dict[str, bytes]) -> bytes:

@@ -153,6 +153,25 @@ class Sink:
         raise NotImplementedError
 
 
+class FileSink(Sink):
+    """One output file, written under the temporary name ``tmp`` and renamed to ``final`` on commit."""
+
+    def __init__(self, final: Path):
+        self.final = final
+        self.tmp: Path | None = None  # made when writing starts
+
+    def commit(self):
+        if self.tmp is None:  # nothing was written (no frame annotated)
+            return []
+        os.replace(self.tmp, self.final)
+        self.tmp = None
+        return [self.final]
+
+    def abort(self):
+        _discard(self.tmp)
+        self.tmp = None
+
+
 class _RowSpool:
     """Rows of one NPZ key appended to a temporary file, so memory stays flat."""
 
@@ -181,7 +200,7 @@ class _RowSpool:
         self.file.close()
 
 
-class NpzSink(Sink):
+class NpzSink(FileSink):
     """One NPZ per input: per-person rows of all frames stacked, plus per-input fields.
 
     Rows are spooled to temporary files while the input runs and streamed into
@@ -192,7 +211,7 @@ class NpzSink(Sink):
 
     def __init__(self, final: Path, fields: dict[str, Any], empty_rows: dict[str, np.ndarray],
                  late_fields: Callable[[], dict[str, Any]] | None = None):
-        self.final = final
+        super().__init__(final)
         self.fields = dict(fields)
         self.late_fields = late_fields  # read at close, e.g. the renderer that actually ran
         self.empty_rows = empty_rows
@@ -204,7 +223,6 @@ class NpzSink(Sink):
         self.frame_times: list[float] = []  # video frames' timestamps
         self.num_frames = 0
         self.incomplete = False  # a video that ended early, kept with --keep-partial
-        self.tmp: Path | None = None
 
     def write(self, frame, annotated, result):
         self.num_frames += 1
@@ -252,15 +270,9 @@ class NpzSink(Sink):
         finally:
             self._close_spools()
 
-    def commit(self):
-        os.replace(self.tmp, self.final)
-        self.tmp = None
-        return [self.final]
-
     def abort(self):
         self._close_spools()
-        _discard(self.tmp)
-        self.tmp = None
+        super().abort()
 
     def _close_spools(self) -> None:
         for spool in self.spools.values():
@@ -327,12 +339,8 @@ class ImageSink(FilesSink):
         self.staged_path(name).write_bytes(_encode(name, annotated))
 
 
-class SingleImageSink(Sink):
+class SingleImageSink(FileSink):
     """The annotated image of a one-image input: DIR/<name>.<ext>."""
-
-    def __init__(self, final: Path):
-        self.final = final
-        self.tmp: Path | None = None
 
     def write(self, frame, annotated, result):
         if annotated is None:
@@ -340,19 +348,8 @@ class SingleImageSink(Sink):
         self.tmp = temp_path_for(self.final)
         self.tmp.write_bytes(_encode(self.final.name, annotated))
 
-    def commit(self):
-        if self.tmp is None:
-            return []
-        os.replace(self.tmp, self.final)
-        self.tmp = None
-        return [self.final]
 
-    def abort(self):
-        _discard(self.tmp)
-        self.tmp = None
-
-
-class VideoSink(Sink):
+class VideoSink(FileSink):
     """H.264 yuv420p MP4 at the source's frame rate, one output frame per input frame.
 
     Frames keep the source's timestamps (relative to its first frame) in the
@@ -362,12 +359,11 @@ class VideoSink(Sink):
 
     def __init__(self, final: Path, fps: float, source: Path | None = None,
                  time_base: Fraction | None = None, crf: int = 18):
-        self.final = final
+        super().__init__(final)
         self.fps = Fraction(fps).limit_denominator(1001 * 1000)
         self.time_base = time_base or 1 / self.fps
         self.source = source
         self.crf = crf
-        self.tmp: Path | None = None  # made with the first frame
         self.container = None
         self.stream = None
         self.count = 0
@@ -423,13 +419,6 @@ class VideoSink(Sink):
         if self.source is not None:
             self._copy_audio()
 
-    def commit(self):
-        if self.tmp is None:
-            return []
-        os.replace(self.tmp, self.final)
-        self.tmp = None
-        return [self.final]
-
     def _copy_audio(self) -> None:
         """Remux: the new video stream plus the source's first audio stream, both copied."""
         import av
@@ -467,18 +456,16 @@ class VideoSink(Sink):
             except Exception:  # the file is being thrown away anyway
                 pass
             self.container = None
-        _discard(self.tmp)
-        self.tmp = None
+        super().abort()
 
 
-class JsonSink(Sink):
+class JsonSink(FileSink):
     """A JSON list built from each frame's result by ``to_records(frame, result)``."""
 
     def __init__(self, final: Path, to_records):
-        self.final = final
+        super().__init__(final)
         self.to_records = to_records
         self.records: list[dict] = []
-        self.tmp: Path | None = None
 
     def write(self, frame, annotated, result):
         self.records.extend(self.to_records(frame, result))
@@ -487,15 +474,9 @@ class JsonSink(Sink):
         self.tmp = temp_path_for(self.final)
         self.tmp.write_bytes(json.dumps(self.records).encode())
 
-    def commit(self):
-        os.replace(self.tmp, self.final)
-        self.tmp = None
-        return [self.final]
-
     def abort(self):
         self.records = []
-        _discard(self.tmp)
-        self.tmp = None
+        super().abort()
 
 
 class MeshSink(FilesSink):
