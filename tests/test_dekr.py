@@ -368,4 +368,7 @@ def test_annotation_draws_people_above_the_threshold():
     result = FrameResult(0, {"keypoints": kp, "scores": np.array([0.9, 0.1], np.float32), "bbox": bbox})
     out = predictor.annotate(image, result)
     assert not image.any()  # the input is untouched
+    assert out[120, 100:250].any() and out[160, 110:240].any()  # untrained: everyone found is drawn
+    predictor.person_thr = dekr.PERSON_THR  # what trained weights draw by default (--person-thr)
+    out = predictor.annotate(image, result)
     assert out[120, 100:250].any() and not out[160, 110:240].any()  # person 1 scores below the draw threshold

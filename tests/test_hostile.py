@@ -495,3 +495,14 @@ def test_bench_takes_the_options_of_the_command_it_measures(tmp_path):
     result = json.loads(run.output)
     assert result["settings"]["depth_format"] == "nyu" and result["settings"]["centre_source"] == "fixed"
     assert result["inputs"] == [str(nyu)] and not result["failures"]
+
+
+def test_out_of_memory_says_so_and_suggests_a_smaller_batch(tmp_path):
+    class Hungry(BrightestPixel):
+        def infer(self, prepared):
+            raise MemoryError()
+
+    summary = Pipeline(Hungry(), tmp_path / "out").run([str(image(tmp_path / "a.png", 1, 1)),
+                                                       str(image(tmp_path / "b.png", 2, 2))])
+    line = one_line(summary, "a.png", "out of memory")
+    assert "--batch-size 1" in line and len(summary.failures) == 2
