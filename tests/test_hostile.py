@@ -45,7 +45,9 @@ def one_line(summary: RunSummary, *words: str) -> str:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every output file's bytes (the run ledger, meshcli_run/, records each run and is left out)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and "meshcli_run" not in p.relative_to(folder).parts}
 
 
 def frames_folder(folder: Path, count: int) -> Path:
