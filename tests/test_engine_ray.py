@@ -77,7 +77,7 @@ def test_ray_outputs_equal_local_outputs(ray_cluster, tmp_path):
 
 def watch_staging(out: Path, name: str, then) -> threading.Thread:
     """Calls ``then(worker)`` ("ADDRESS pid PID", as the ledger names it) once the worker holding input NAME has
-    half written it."""
+    half written it (a frame image anywhere in its staging folder: folders are written under temporary names)."""
     def watch() -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -85,7 +85,7 @@ def watch_staging(out: Path, name: str, then) -> threading.Thread:
                 record = json.loads((out / LEDGER_DIR / f"{name}.json").read_text())
             except (OSError, ValueError):
                 record = {}
-            if record.get("status") == "running" and list(out.glob(f"{STAGING_DIR}/{name}.*/{name}/*.png")):
+            if record.get("status") == "running" and list(out.glob(f"{STAGING_DIR}/{name}.*/**/*.png")):
                 then(record["worker"])
                 return
             time.sleep(0.05)
@@ -119,7 +119,8 @@ def test_a_killed_worker_input_is_retried_elsewhere_and_nothing_partial_remains(
 
 
 def test_ctrl_c_stops_the_workers_and_leaves_nothing_partial(ray_cluster, tmp_path):
-    big = depth_folder(tmp_path / "big", 10, seed=1)
+    # long enough that the worker is still at it when the driver next runs Python code and sees the Ctrl-C
+    big = depth_folder(tmp_path / "big", 60, seed=1)
     small = depth_folder(tmp_path / "small", 1, seed=2)
     out = tmp_path / "out"
     holder: list[int] = []

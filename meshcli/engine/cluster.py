@@ -28,6 +28,7 @@ from . import BatchOptions, BatchReport, JobBuilder, input_bytes, plan, unfinish
 from .ledger import Ledger, output_record, settings_hash
 
 STAGING_DIR = ".meshcli_staging"
+KILL_WAIT_S = 30.0  # how long Ctrl-C waits for killed workers to stop
 MAX_ATTEMPTS = 3  # workers an input is given to when the ones running it die
 
 
@@ -237,6 +238,9 @@ class Scheduler:
         except KeyboardInterrupt:
             for worker in self.workers:
                 self.ray.kill(worker, no_restart=True)
+            # ray.kill returns before the processes end: wait (bounded) until their tasks fail, so that no
+            # worker is still writing into a staging folder when it is removed.
+            self.ray.wait(list(self.running), num_returns=len(self.running), timeout=KILL_WAIT_S)
             for worker, inp, attempt, tries in self.running.values():
                 shutil.rmtree(self.ledger.out_dir / STAGING_DIR / attempt, ignore_errors=True)
                 self.ledger.failed(inp, "interrupted (Ctrl-C); its outputs were not written", self.names[worker],
