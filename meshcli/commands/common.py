@@ -6,17 +6,17 @@ import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 from rich.console import Console
 
 from ..errors import MeshcliError
-from ..engine import ENGINES, BatchOptions, BatchReport, Job, JobBuilder, read_inputs_from, run_local
-from ..engine.ledger import settings_of
 from ..methods import METHODS, methods_for
-from ..pipeline import SinkFactory
+
+if TYPE_CHECKING:  # the engines and the pipeline import torch: `meshcli --help` must not
+    from ..engine import BatchOptions, BatchReport, Job, JobBuilder
+    from ..pipeline import SinkFactory
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -76,6 +76,8 @@ BATCH_OPTIONS = {"engine": (Engine, "local"), "ray_address": (RayAddress, None),
 
 # The engines' dispatcher lives here, above both engines, so that meshcli.engine never imports its Ray module.
 def run_batch(build: JobBuilder, args: list[str], out: Path, options: BatchOptions) -> BatchReport:
+    from ..engine import ENGINES, run_local
+
     if options.engine not in ENGINES:
         raise MeshcliError(None, f"unknown --engine {options.engine}", f"use one of {', '.join(ENGINES)}")
     if not args:
@@ -95,6 +97,11 @@ def hand_to_engine(predictor, out: Path, batch_size: int, annotate: bool, extra_
 
 def build_job(command: str, options: dict[str, Any]) -> Job:
     """Run a command's body up to its handover: its predictor, built once in this process."""
+    import torch
+
+    from ..engine import Job
+    from ..engine.ledger import settings_of
+
     if command not in _COMMANDS:
         from .. import cli  # noqa: F401 - a fresh Ray worker: registering the commands fills _COMMANDS
     handed: list = []
@@ -116,6 +123,8 @@ def batch_command(fn):
 
     @functools.wraps(fn)
     def command(*, engine: str, ray_address, workers, gpus_per_worker, inputs_from, resume, **options):
+        from ..engine import BatchOptions, read_inputs_from
+
         options["inputs"] = [*(options.get("inputs") or []), *read_inputs_from(inputs_from)]
         # workers may run elsewhere: every path they get is absolute
         options = {k: v.absolute() if isinstance(v, Path) else v for k, v in options.items()}

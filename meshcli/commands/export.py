@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from ..export import export
 from .common import Out, Quiet, err_console, guarded
 
 
@@ -28,6 +27,8 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
     ) -> None:
         """Export body motion (glTF, BVH, OBJ) or joints (CSV) from a results NPZ, one file per track."""
+        from ..export import export  # imports torch-backed SMPL reading: not at `meshcli --help` time
+
         done = export(results, fmt, track, smpl, out)
         if not quiet:
             for note in done.notes:
