@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MeshcliError
+from .errors import MeshcliError, first_line
 from .methods import METHODS
 from .schema import SCHEMA_VERSION, group_of, keys_for
 from .types import BodyResult, FrameResult, HandResult, PoseResult
@@ -79,16 +79,22 @@ class Results:
         return {k: v[mine] for k, v in self.rows.items()}
 
 
-def read(path: str | Path) -> Results:
-    """Load an NPZ that meshcli wrote; anything else is a one-line MeshcliError."""
-    path = Path(path)
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an NPZ file (no pickles); a missing or unreadable file is a one-line MeshcliError."""
     if not path.is_file():
         raise MeshcliError(path, "no such file", "give an NPZ that meshcli wrote")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            return {k: npz[k] for k in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise MeshcliError(path, f"is not a readable NPZ ({err})", "give an NPZ that meshcli wrote") from None
+        raise MeshcliError(path, f"is not a readable NPZ ({first_line(err)})",
+                           "give an NPZ that meshcli wrote") from None
+
+
+def read(path: str | Path) -> Results:
+    """Load an NPZ that meshcli wrote; anything else is a one-line MeshcliError."""
+    path = Path(path)
+    arrays = load_arrays(path)
     if "schema_version" not in arrays or "method" not in arrays or str(arrays["method"]) not in METHODS:
         raise MeshcliError(path, "is not a meshcli NPZ (no schema_version or known method)",
                            "give an NPZ written by meshcli pose, body or hand")

@@ -1,13 +1,13 @@
 """A results NPZ read for export: its rows, the frames' times, and the people split into tracks."""
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import MeshcliError, first_line
+from ..errors import MeshcliError
+from ..results import load_arrays
 
 STILL_IMAGE_FPS = 30.0  # keyframe spacing for image sets, which have no time of their own
 
@@ -31,14 +31,7 @@ class Results:
     @classmethod
     def load(cls, path: str | Path) -> "Results":
         path = Path(path)
-        if not path.is_file():
-            raise MeshcliError(path, "no such results file", "give the .npz a meshcli command wrote")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                data = {k: npz[k] for k in npz.files}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
-            raise MeshcliError(path, f"not a readable NPZ ({first_line(err)})",
-                               "give the .npz a meshcli command wrote") from None
+        data = load_arrays(path)
         if "frame_index" not in data:
             raise MeshcliError(path, "not a meshcli results NPZ: it has no 'frame_index'",
                                "give the .npz a meshcli pose, body or hand command wrote")
