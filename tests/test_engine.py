@@ -49,13 +49,17 @@ def ledger(out: Path, name: str) -> dict:
 @pytest.fixture()
 def counted_frames(monkeypatch):
     """Frames through SRN's network in this process; interrupts the run (as Ctrl-C does) at a given frame."""
-    seen = {"frames": 0, "interrupt_at": None}
+    seen = {"frames": 0, "interrupt_at": None, "interrupt_once": None}
     infer = srn.SrnPredictor.infer
 
     def counting(self, prepared):
         seen["frames"] += len(prepared)
         if seen["interrupt_at"] is not None and seen["frames"] >= seen["interrupt_at"]:
             seen["interrupt_at"] = None
+            deadline = time.monotonic() + 60  # Ctrl-C once the run says it has started this input
+            while seen["interrupt_once"] is not None and not seen["interrupt_once"].exists():
+                assert time.monotonic() < deadline, f"{seen['interrupt_once']} never appeared"
+                time.sleep(0.05)
             _thread.interrupt_main()
             time.sleep(1)  # the main thread stops the run before this input can end
         return infer(self, prepared)
@@ -72,6 +76,7 @@ def test_resume_redoes_only_what_an_interrupted_run_left(tmp_path, counted_frame
     listing.write_text(f"# three depth folders\n{inputs[0]}\n\n{inputs[1]}\n{inputs[2]}\n")
 
     counted_frames["interrupt_at"] = 3  # the first frame of the second input: Ctrl-C
+    counted_frames["interrupt_once"] = out / LEDGER_DIR / "b.json"
     run = hand("--inputs-from", listing, "--weights", weights, "--out", out)
     assert run.exit_code != 0
     assert ledger(out, "a")["status"] == "done"
