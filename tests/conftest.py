@@ -1,6 +1,7 @@
 """Shared test helpers: where the parity fixtures are, and small media files made on the fly."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from fractions import Fraction
@@ -193,3 +194,12 @@ def video_facts(path: Path) -> dict:
         n = sum(1 for _ in c.decode(v))
         return {"frames": n, "fps": float(v.average_rate), "codec": v.codec_context.name,
                 "pix_fmt": v.codec_context.pix_fmt, "audio": len(c.streams.audio)}
+
+
+@pytest.fixture()
+def sigint_raises():
+    """Ctrl-C (SIGINT, as _thread.interrupt_main sends it) raises KeyboardInterrupt in this test, also when the
+    suite runs as a background job, which starts with SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -47,7 +47,7 @@ def ledger(out: Path, name: str) -> dict:
 
 
 @pytest.fixture()
-def counted_frames(monkeypatch):
+def counted_frames(monkeypatch, sigint_raises):
     """Frames through SRN's network in this process; interrupts the run (as Ctrl-C does) at a given frame."""
     seen = {"frames": 0, "interrupt_at": None, "interrupt_once": None}
     infer = srn.SrnPredictor.infer

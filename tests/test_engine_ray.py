@@ -118,7 +118,7 @@ def test_a_killed_worker_input_is_retried_elsewhere_and_nothing_partial_remains(
     assert not [p for p in out.rglob("*") if ".part" in p.name]
 
 
-def test_ctrl_c_stops_the_workers_and_leaves_nothing_partial(ray_cluster, tmp_path):
+def test_ctrl_c_stops_the_workers_and_leaves_nothing_partial(ray_cluster, tmp_path, sigint_raises):
     # long enough that the worker is still at it when the driver next runs Python code and sees the Ctrl-C
     big = depth_folder(tmp_path / "big", 60, seed=1)
     small = depth_folder(tmp_path / "small", 1, seed=2)
