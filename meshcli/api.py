@@ -19,10 +19,11 @@ from .errors import MeshcliError
 from .io.sinks import coco_sink, mesh_sink
 from .methods import METHODS, spec
 from .methods.base import Predictor
-from .people import BoxesJson, DekrPeople, OpenPoseJson, PersonSource, WholeFrame
+from .options import TemporalOptions
+from .people import BoxesJson, DekrPeople, HogPeople, OpenPoseJson, PersonSource, WholeFrame
 from .pipeline import Pipeline, Progress, RunSummary, SinkFactory
 
-DETECTORS = ("dekr", "full")
+DETECTORS = ("dekr", "hog", "full")
 DEKR_DETECTOR_VARIANT = "w32-coco"  # the person detector body methods use
 
 
@@ -95,6 +96,8 @@ def person_source(detector: str | None = None, openpose: str | Path | None = Non
         detector = "dekr" if records.record_for("dekr", DEKR_DETECTOR_VARIANT).present() else "full"
     if detector == "full":
         return WholeFrame()
+    if detector == "hog":
+        return HogPeople()
     if detector != "dekr":
         raise MeshcliError(None, f"unknown --detector {detector}", f"use one of {', '.join(DETECTORS)}")
     return DekrPeople(load("dekr", DEKR_DETECTOR_VARIANT, device=device, random_weights=random_weights,
@@ -103,13 +106,14 @@ def person_source(detector: str | None = None, openpose: str | Path | None = Non
 
 def run(method: str | Predictor, inputs: str | Path | Sequence[str | Path], out: str | Path = "meshcli_out", *,
         batch_size: int = 8, annotate: bool = True, progress: bool = False, save_mesh: bool = False,
-        keep_partial: bool = False, **options: Any) -> RunSummary:
+        keep_partial: bool = False, temporal: TemporalOptions | None = None, **options: Any) -> RunSummary:
     """Run a method over images, folders, globs or videos and write its outputs to ``out``.
 
     ``method`` is a name (``options`` then go to ``load``) or a loaded predictor. Writes per input the
     annotated image/video (unless ``annotate=False``), the NPZ, and for pose the COCO results JSON; with
     ``save_mesh`` (body methods) an OBJ per person per frame; ``keep_partial`` keeps the outputs of a video
-    that ends early (marked incomplete). Returns what was written and what failed.
+    that ends early (marked incomplete). ``temporal`` sets tracking and smoothing across frames (default: track
+    ids for videos and image folders, no smoothing). Returns what was written and what failed.
     """
     predictor = method if isinstance(method, Predictor) else load(method, **options)
     if isinstance(method, Predictor) and options:
@@ -118,7 +122,7 @@ def run(method: str | Predictor, inputs: str | Path | Sequence[str | Path], out:
     args = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(i) for i in inputs]
     pipeline = Pipeline(predictor, out, batch_size=batch_size, annotate=annotate,
                         extra_sinks=output_sinks(predictor, save_mesh), progress=Progress(enabled=progress),
-                        keep_partial=keep_partial)
+                        keep_partial=keep_partial, temporal=temporal)
     return pipeline.run(args)
 
 

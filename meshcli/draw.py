@@ -18,6 +18,20 @@ def colour(k: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in PALETTE[k % len(PALETTE)])
 
 
+def person_colours(rows: dict[str, np.ndarray], count: int) -> list[tuple[int, int, int]]:
+    """One colour per row: its track's when the rows are tracked (same person, same colour), else its own."""
+    ids = rows.get("track_id")
+    return [colour(int(ids[k]) if ids is not None else k) for k in range(count)]
+
+
+def track_labels(image: np.ndarray, rows: dict[str, np.ndarray], colours: list[tuple[int, int, int]]) -> None:
+    """Write each tracked person's id above their box, in place."""
+    if "track_id" not in rows:
+        return
+    for box, tid, rgb in zip(rows["bbox"], rows["track_id"], colours):
+        draw_label(image, box, f"#{int(tid)}", rgb)
+
+
 def draw_skeleton(image: np.ndarray, joints: np.ndarray, links: Sequence[tuple[int, int]],
                   rgb: tuple[int, int, int], visible: np.ndarray | None = None,
                   thickness: int | None = None) -> None:
@@ -40,8 +54,15 @@ def draw_box(image: np.ndarray, box_xyxy: np.ndarray, rgb: tuple[int, int, int],
     x0, y0, x1, y1 = (int(round(float(v))) for v in box_xyxy)
     cv2.rectangle(image, (x0, y0), (x1, y1), rgb, t, cv2.LINE_AA)
     if label:
-        cv2.putText(image, label, (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4 * t, rgb, t, cv2.LINE_AA)
+        draw_label(image, box_xyxy, label, rgb)
+
+
+def draw_label(image: np.ndarray, box_xyxy: np.ndarray, label: str, rgb: tuple[int, int, int]) -> None:
+    """``label`` just above a box's top-left corner, in place."""
+    t = max(1, round(max(image.shape[:2]) / 500))
+    x0, y0 = (int(round(float(v))) for v in box_xyxy[:2])
+    cv2.putText(image, label, (max(0, x0), max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * t, rgb, t,
+                cv2.LINE_AA)
 
 
 def stamp(image: np.ndarray, text: str) -> None:

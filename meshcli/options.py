@@ -1,6 +1,8 @@
 """Parsing option values given as text (CLI) or numbers (Python API), with one-line errors."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import MeshcliError
@@ -25,3 +27,28 @@ def check_choice(value: str, choices, option: str) -> str:
     if value not in choices:
         raise MeshcliError(None, f"unknown {option} {value}", f"use one of {', '.join(choices)}")
     return value
+
+
+SMOOTHERS = ("none", "oneeuro", "offline")
+
+
+@dataclass
+class TemporalOptions:
+    """What the track/smooth stage (``meshcli.temporal``) does; checked when made, before any frame is read."""
+
+    track: bool | None = None  # None: for videos and image folders, not for single images
+    max_age: int | None = None  # frames; None: half a second at the input's frame rate
+    min_hits: int = 1
+    smooth: str = "none"
+    min_cutoff: float = 1.0
+    beta: float = 20.0
+
+    def __post_init__(self):
+        check_choice(self.smooth, SMOOTHERS, "--smooth")
+        if self.smooth != "none" and self.track is False:
+            raise MeshcliError(None, f"--smooth {self.smooth} follows each person's track",
+                               "drop --no-track or use --smooth none")
+        if self.min_hits < 1 or (self.max_age is not None and self.max_age < 0):
+            raise MeshcliError(None, "--track-min-hits must be >= 1 and --track-max-age >= 0", "")
+        if self.min_cutoff <= 0 or self.beta < 0:
+            raise MeshcliError(None, "--smooth-min-cutoff must be > 0 and --smooth-beta >= 0", "")

@@ -8,7 +8,9 @@ crop. A *person source* says, per frame, which people to crop:
 ``--openpose PATH``   OpenPose keypoint JSON per image or video frame;
 ``--boxes FILE``      person boxes per frame from a JSON file (format below);
 ``--bbox x,y,w,h``    one fixed box in every frame (I2L-MeshNet's demo);
-``--detector dekr``   person boxes from DEKR's multi-person keypoints.
+``--detector dekr``   person boxes from DEKR's multi-person keypoints;
+``--detector hog``    person boxes from OpenCV's built-in HOG people detector
+                      (no download: weak, but real and offline).
 
 Each source yields ``Person`` records (a box, and keypoints where known); the
 method turns each into its own crop by its own rule. Sources know nothing of
@@ -53,6 +55,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+import cv2
 import numpy as np
 
 from .errors import MeshcliError
@@ -231,6 +234,46 @@ class FixedBox(PersonSource):
         return [Person(self.box.copy(), "box")]
 
 
+class HogPeople(PersonSource):
+    """People from OpenCV's HOG + linear SVM pedestrian detector (Dalal and Triggs), built into OpenCV.
+
+    The frame is shrunk so its longer side is ``long_side`` pixels (the detector's
+    64x128 window then finds people from about a quarter of that side upwards, at
+    a tenth of a second per frame); boxes scoring below ``min_score`` are left
+    out, and a box mostly inside a larger one (a part of the same person) too.
+    """
+
+    name = "hog"
+
+    def __init__(self, long_side: int = 480, min_score: float = 0.3, inside: float = 0.6):
+        self.long_side, self.min_score, self.inside = long_side, min_score, inside
+        self.hog = cv2.HOGDescriptor()
+        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+
+    def people(self, frame: Frame) -> list[Person]:
+        image = frame.image
+        scale = min(1.0, self.long_side / max(image.shape[:2]))
+        small = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        found, scores = self.hog.detectMultiScale(small, winStride=(8, 8), padding=(16, 16), scale=1.05)
+        if len(found) == 0:
+            return []
+        boxes = np.asarray(found, np.float64).reshape(-1, 4) / scale
+        boxes[:, 2:] += boxes[:, :2]
+        scores = np.asarray(scores, np.float64).ravel()
+        keep = scores >= self.min_score
+        boxes, scores = boxes[keep], scores[keep]
+        area = (boxes[:, 2:] - boxes[:, :2]).prod(1)
+        people: list[Person] = []
+        for k in np.argsort(-area, kind="stable"):  # larger boxes first: they swallow parts of the same person
+            lo = np.maximum(boxes[k, :2], [p.box[:2] for p in people]) if people else None
+            if people:
+                hi = np.minimum(boxes[k, 2:], [p.box[2:] for p in people])
+                if (np.clip(hi - lo, 0, None).prod(1) / area[k] > self.inside).any():
+                    continue
+            people.append(Person(boxes[k], "box", None, float(scores[k])))
+        return people
+
+
 class FrameNetwork(Protocol):
     """A predictor in the pipeline's three steps (``meshcli.methods.base.Predictor``)."""
 
@@ -251,11 +294,13 @@ class NetworkPersonSource(PersonSource):
 
     on_device = True
 
+    every = 1  # the network sees every N-th frame (``--detect-every``; the body method carries people between)
+
     def __init__(self, network: FrameNetwork):
         self.network = network
 
     def runs_on(self, frame: Frame) -> bool:
-        return True
+        return frame.index % self.every == 0
 
     def between(self, frame: Frame) -> list[Person]:
         return []

@@ -1,4 +1,4 @@
-"""The streamed pipeline: source -> detect -> crop -> batch -> predict -> render -> sinks.
+"""The streamed pipeline: source -> detect -> crop -> batch -> predict -> track/smooth -> render -> sinks.
 
 Threads overlap the work and bounded queues join them, so memory stays flat
 however long a video is:
@@ -7,7 +7,8 @@ however long a video is:
     detect thread   only when the method's people come from a network (``predictor.detector``):
                     device batches of frames through the detector, then each frame's crops
     model thread    device batches through ``predictor.infer`` and ``postprocess``
-    render thread   ``predictor.annotate`` and the sinks (video, images, NPZ, ...)
+    render thread   the track/smooth stage (``meshcli.temporal``), ``predictor.annotate`` and
+                    the sinks (video, images, NPZ, ...)
 
 The calling thread only collects results (``Pipeline.stream`` yields them).
 
@@ -38,10 +39,12 @@ from .io.sinks import (ANNOTATED_EXTENSIONS, ImageSink, NpzSink, SingleImageSink
                        disk_error, remove_leftovers)
 from .io.sources import Input, VideoEndsEarly, VideoInfo, expand_inputs, iter_frames, probe_video
 from .methods.base import Predictor
+from .options import TemporalOptions
 from .schema import SCHEMA_VERSION
+from .temporal import TemporalStage, adapter_for
 from .types import Frame, FrameResult
 
-STAGES = ("decode", "preprocess", "detect", "model", "postprocess", "render", "encode")
+STAGES = ("decode", "preprocess", "detect", "model", "postprocess", "track", "render", "encode")
 
 # Extra sinks per input, e.g. the pose command's COCO JSON: (input, out_dir, fields) -> Sink
 SinkFactory = Callable[[Input, Path, dict], Sink]
@@ -98,7 +101,8 @@ class Pipeline:
     def __init__(self, predictor: Predictor, out_dir: str | Path = "meshcli_out", *, batch_size: int = 8,
                  annotate: bool = True, extra_sinks: list[SinkFactory] = (), queue_size: int | None = None,
                  progress: "Progress | None" = None, on_input_start: InputStart | None = None,
-                 on_input_end: InputEnd | None = None, keep_partial: bool = False):
+                 on_input_end: InputEnd | None = None, keep_partial: bool = False,
+                 temporal: TemporalOptions | None = None):
         self.predictor = predictor
         self.out_dir = Path(out_dir)
         self.batch_size = max(1, batch_size)
@@ -109,6 +113,8 @@ class Pipeline:
         self.on_input_start = on_input_start
         self.on_input_end = on_input_end
         self.keep_partial = keep_partial  # keep the outputs of a video that ends early, marked incomplete
+        self.temporal = temporal or TemporalOptions()  # track ids and smoothing across frames
+        adapter_for(predictor, self.temporal.smooth)  # a method that cannot be smoothed fails before any frame
 
     def extensions(self) -> set[str]:
         return set(self.predictor.file_extensions)
@@ -287,6 +293,7 @@ class Pipeline:
         times = summary.times
         sinks: list[Sink] = []
         current: _Start | None = None
+        stage: TemporalStage | None = None
         untrained = self.predictor.weights.untrained
         try:
             while True:
@@ -298,35 +305,32 @@ class Pipeline:
                     return
                 try:
                     if isinstance(msg, _Start):
-                        current, sinks, first_written, frames = msg, [], len(summary.written), 0
+                        current, sinks, first_written, frames, stage = msg, [], len(summary.written), 0, None
                         if self.on_input_start is not None:
                             self.on_input_start(msg.input)
-                        self._open_sinks(msg, sinks)
+                        track = self.temporal.track
+                        if track if track is not None else msg.input.kind != "image":
+                            stage = TemporalStage(self.predictor, self.temporal, msg.video.fps if msg.video else 0)
+                        self._open_sinks(msg, sinks, stage)
                         self.progress.start_input(msg.input, msg.num_frames)
                     elif isinstance(msg, _Item):
                         if not sinks:
                             continue
                         t0 = time.perf_counter()
-                        annotated = None
-                        if self.annotate:
-                            annotated = self.predictor.annotate(msg.frame.image, msg.result)
-                            if untrained:
-                                stamp(annotated, "UNTRAINED WEIGHTS (--random-weights)")
-                        t1 = time.perf_counter()
-                        for sink in sinks:
-                            sink.write(msg.frame, annotated, msg.result)
-                        times.add("render", t1 - t0)
-                        times.add("encode", time.perf_counter() - t1)
-                        times.frames += 1
-                        frames += 1
-                        self.progress.advance()
-                        _put(results, (current.input, msg.frame, msg.result), stop)
+                        ready = [(msg.frame, msg.result)] if stage is None else stage.push(msg.frame, msg.result)
+                        times.add("track", time.perf_counter() - t0)
+                        for frame, result in ready:
+                            self._write(frame, result, sinks, times, untrained, results, current, stop)
+                            frames += 1
                     elif isinstance(msg, _End):
                         if not sinks:  # the input already failed and was reported
                             continue
                         partial = self.keep_partial and isinstance(msg.error, VideoEndsEarly)
                         if msg.error is not None and not partial:
                             raise msg.error
+                        for frame, result in stage.finish() if stage is not None else []:
+                            self._write(frame, result, sinks, times, untrained, results, current, stop)
+                            frames += 1
                         self._check_some_frame_read(msg.input, sinks)
                         for sink in sinks:  # every output complete under its temporary name ...
                             if isinstance(sink, NpzSink):
@@ -356,6 +360,23 @@ class Pipeline:
             raise MeshcliError(inp.arg, f"none of its {len(inp.files)} image file(s) could be read (see the "
                                "errors above)", "fix or remove the files")
 
+    def _write(self, frame: Frame, result: FrameResult, sinks: list[Sink], times: StageTimes, untrained: bool,
+               results: queue.Queue, current: _Start, stop: threading.Event) -> None:
+        t0 = time.perf_counter()
+        annotated = None
+        if self.annotate:
+            annotated = self.predictor.annotate(frame.image, result)
+            if untrained:
+                stamp(annotated, "UNTRAINED WEIGHTS (--random-weights)")
+        t1 = time.perf_counter()
+        for sink in sinks:
+            sink.write(frame, annotated, result)
+        times.add("render", t1 - t0)
+        times.add("encode", time.perf_counter() - t1)
+        times.frames += 1
+        self.progress.advance()
+        _put(results, (current.input, frame, result), stop)
+
     def _abort(self, sinks: list[Sink], summary: RunSummary, err: MeshcliError, current: _Start | None) -> None:
         for sink in sinks:
             sink.abort()
@@ -365,7 +386,7 @@ class Pipeline:
             if self.on_input_end is not None:
                 self.on_input_end(current.input, [], 0, err)
 
-    def _open_sinks(self, start: _Start, sinks: list[Sink]) -> None:
+    def _open_sinks(self, start: _Start, sinks: list[Sink], stage: TemporalStage | None) -> None:
         """Append the input's sinks to ``sinks`` one by one, so a failure can abort those already made."""
         inp, video = start.input, start.video
         fields = {"schema_version": SCHEMA_VERSION, **self.predictor.metadata()}
@@ -376,6 +397,8 @@ class Pipeline:
         else:
             fields["fps"] = 0.0  # still images
         empty = self.predictor.empty_rows()
+        if stage is not None:
+            empty = stage.empty_rows(empty)
         outputs = self._outputs(inp)
         sinks.append(NpzSink(outputs["npz"], fields, empty, late_fields=self.predictor.metadata))
         if self.annotate:

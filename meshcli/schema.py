@@ -29,6 +29,8 @@ KEYS: tuple[Key, ...] = (
     # -- every command
     Key("schema_version", "every", "input", "() int", "version of this NPZ layout (meshcli.schema)"),
     Key("frame_index", "every", "row", "(P,) int64", "the frame each row belongs to"),
+    Key("track_id", "every", "row", "(P,) int32", "the person across frames (videos and image folders; --no-track: "
+                                                  "absent)"),
     Key("num_frames", "every", "input", "() int64", "frames read from the input"),
     Key("incomplete", "every", "input", "() bool", "the video ended before its announced frame count (kept with "
                                                    "`--keep-partial`)"),
@@ -100,6 +102,13 @@ KEYS: tuple[Key, ...] = (
     Key("depth_format", "hand", "input", "() str", "16bit or nyu"),
     Key("depth_scale", "hand", "input", "() float", "stored units to mm"),
 )
+# --smooth keeps each smoothed key's per-frame value as <key>_raw (meshcli.temporal)
+SMOOTHED = {"pose": ("keypoints",),
+            "body": ("global_orient", "body_pose", "betas", "cam", "cam_t", "joints3d", "joints2d", "vertices"),
+            "hand": ("joints_xyz", "joints_uvd")}
+KEYS += tuple(Key(f"{k.name}_raw", k.group, "row", k.shape, f"{k.name} before --smooth")
+              for group, names in SMOOTHED.items() for name in names for k in KEYS
+              if k.name == name and k.group == group)
 
 
 def keys_for(group: str) -> dict[str, Key]:

@@ -27,7 +27,8 @@ def test_bench_reports_every_stage_as_json(tmp_path):
     assert run.exit_code == 0, run.output
     result = json.loads(run.output)
     assert result["frames"] == 3 and result["untrained"] and result["method"] == "srn"
-    assert list(result["stages"]) == ["decode", "preprocess", "detect", "model", "postprocess", "render", "encode"]
+    assert list(result["stages"]) == ["decode", "preprocess", "detect", "model", "postprocess", "track", "render",
+                                       "encode"]
     assert result["stages"].pop("detect")["seconds"] == 0  # no person detector for hands
     assert all(stage["seconds"] > 0 for stage in result["stages"].values())
     assert result["end_to_end_fps"] > 0 and result["peak_rss_mb"] > 100 and not result["failures"]

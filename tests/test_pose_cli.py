@@ -171,6 +171,8 @@ def test_real_video_end_to_end(tmp_path):
     assert int(npz["num_frames"]) == 8 and float(npz["fps"]) == 12.0
     np.testing.assert_array_equal(npz["image_size"], [1920, 1080])
     assert set(npz["frame_index"]) <= set(range(8)) and (np.diff(npz["frame_index"]) >= 0).all()
+    assert npz["track_id"].shape == npz["frame_index"].shape and npz["track_id"].dtype == np.int32  # a video
+    assert (npz["track_id"] >= 0).all() and "keypoints_raw" not in npz  # smoothing is off by default
     records = json.loads((out / "people.coco.json").read_text())
     assert len(records) == len(npz["keypoints"]) and {r["image_id"] for r in records} <= set(range(8))
 

@@ -296,6 +296,7 @@ def test_cli_mixed_folder_and_frame_without_hand(tmp_path):
     npz = np.load(out / "frames.npz")
     assert list(npz["files"]) == ["f01.png", "f02.npy", "f03.png"]
     assert npz["joints_xyz"].shape == (3, 21, 3) and list(npz["frame_index"]) == [0, 1, 2]
+    np.testing.assert_array_equal(npz["track_id"], np.zeros(3, np.int32))  # a folder: one hand, one track
     assert list(npz["frame_status"][:1]) == ["ok"]
     assert npz["frame_status"][2] == "no hand in range: the frame has no valid depth"
     assert np.isnan(npz["joints_xyz"][2]).all() and np.isfinite(npz["joints_xyz"][0]).all()

@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         repeat: Annotated[int, typer.Option("--repeat", min=1, help="Run N times; report each timing's median.")] = 1,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
-        """Per-stage throughput (decode, preprocess, detect, model, postprocess, render, encode) and peak memory.
+        """Per-stage throughput (decode, preprocess, detect, model, postprocess, track, render, encode) and peak memory.
 
         Stages run in overlapping threads, so end-to-end frames/s is set by the slowest stage, not their sum;
         each stage's share of the wall time is printed and the bottleneck named.

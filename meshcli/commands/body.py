@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from ..methods import methods_for
+from ..options import TemporalOptions
 from .common import (
     Annotate,
     BatchSize,
@@ -21,15 +22,29 @@ from .common import (
     batch_command,
     guarded,
     hand_to_engine,
+    with_temporal_options,
 )
 
 I2L_OPTIONS = ("bbox", "stage", "focal", "principal_point", "root_depth")  # None when not given
+
+
+def say_person_source(name: str, detector: str | None, inputs: list[str]) -> None:
+    """Which people get reconstructed; loudly when a video falls back to one whole-frame person."""
+    from ..io.sources import VIDEO_EXTENSIONS
+
+    if name == "full" and detector is None and any(Path(i).suffix.lower() in VIDEO_EXTENSIONS for i in inputs):
+        err_console.print("[bold yellow]people: full — the whole frame is ONE person (DEKR's weights are not in "
+                          "the store); use --detector hog to find several people without a download, or import "
+                          "DEKR's weights[/bold yellow]", markup=True)
+    else:
+        err_console.print(f"people: {name}")
 
 
 def register(app: typer.Typer) -> None:
     @app.command(no_args_is_help=True)
     @guarded
     @batch_command
+    @with_temporal_options
     def body(
         inputs: Inputs,
         method: Annotated[str, typer.Option("--method", "-m", help=", ".join(methods_for("body")))] = "hmr",
@@ -40,7 +55,8 @@ def register(app: typer.Typer) -> None:
             "`meshcli weights import smpl FILE`.", show_default=False)] = None,
         detector: Annotated[str | None, typer.Option(
             "--detector", help="Who to reconstruct: dekr (people found by DEKR; the default when its weights "
-            "are in the store) or full (the whole frame is one person).", show_default=False)] = None,
+            "are in the store), hog (OpenCV's built-in HOG people detector: no download, weaker) or full (the "
+            "whole frame is one person).", show_default=False)] = None,
         openpose: Annotated[Path | None, typer.Option(
             "--openpose", help="OpenPose keypoint JSON: one file, or a folder of per-frame files "
             "(<image>_keypoints.json, <video>_<12-digit frame>_keypoints.json); the method's own crop rule and "
@@ -50,6 +66,10 @@ def register(app: typer.Typer) -> None:
             '(default) or "xyxy"}; KEY an image file name, "video.mp4#INDEX" or a frame index; BOXES a list of '
             "x, y, w, h lists in pixels (a fifth number is a score). Frames not listed have nobody.",
             show_default=False)] = None,
+        detect_every: Annotated[int, typer.Option(
+            "--detect-every", min=1, help="Run the person source on every N-th frame only; in between, each "
+            "person is cropped where the method's own joints put them in the frame before (videos: one "
+            "detection per N frames).")] = 1,
         save_vertices: Annotated[bool, typer.Option(
             "--save-vertices", help="Add each person's 6890 vertices to the NPZ.")] = False,
         save_mesh: Annotated[bool, typer.Option(
@@ -82,6 +102,7 @@ def register(app: typer.Typer) -> None:
         annotate: Annotate = True,
         keep_partial: KeepPartial = False,
         quiet: Quiet = False,
+        temporal: TemporalOptions | None = None,  # the track/smooth options, from with_temporal_options
     ) -> None:
         """SMPL body per person: NPZ (pose, shape, cameras, joints), mesh-overlay image/video, optional OBJs."""
         from ..api import load, output_sinks
@@ -92,5 +113,8 @@ def register(app: typer.Typer) -> None:
         i2l_options = {k: given[k] for k in I2L_OPTIONS if given[k] is not None}
         predictor = load(method, variant, weights, device=device, random_weights=random_weights, smpl=smpl,
                          detector=detector, openpose=openpose, boxes=boxes, save_vertices=save_vertices,
-                         renderer=renderer, **i2l_options)
-        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor, save_mesh), keep_partial)
+                         renderer=renderer, detect_every=detect_every, **i2l_options)
+        if not quiet:
+            say_person_source(predictor.source.name, detector, inputs)
+        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor, save_mesh), keep_partial,
+                       temporal)

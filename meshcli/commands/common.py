@@ -13,6 +13,7 @@ from rich.console import Console
 
 from ..errors import MeshcliError
 from ..methods import METHODS, methods_for
+from ..options import TemporalOptions
 
 if TYPE_CHECKING:  # the engines and the pipeline import torch: `meshcli --help` must not
     from ..engine import BatchOptions, BatchReport, Job, JobBuilder
@@ -41,11 +42,56 @@ def variant_option(task: str | None = None):
     listed = "; ".join(f"{m}: {', '.join(METHODS[m].variants)}" for m in names)
     return Annotated[str | None, typer.Option("--variant", help=f"Model variant, default the first ({listed}).",
                                               show_default=False)]
+Track = Annotated[bool | None, typer.Option(
+    "--track/--no-track", help="Give every NPZ row a track_id that follows the person across frames "
+    "(default: on for videos and image folders, off for single images).", show_default=False)]
+TrackMaxAge = Annotated[int | None, typer.Option(
+    "--track-max-age", min=0, help="Frames a person may go unseen and keep their track_id "
+    "(default: half a second of the input's frames).", show_default=False)]
+TrackMinHits = Annotated[int, typer.Option(
+    "--track-min-hits", min=1, help="Consecutive frames a new person must be seen in before they get a "
+    "track_id; rows of people seen for fewer are left out (1 keeps every detection).")]
+Smooth = Annotated[str, typer.Option(
+    "--smooth", help="Temporal smoothing along each track: none (the method's per-frame output), oneeuro "
+    "(causal One-Euro filter) or offline (zero-lag local quadratic fit over 0.2 s each side). Per-frame "
+    "values stay in the NPZ as <key>_raw.")]
+SmoothMinCutoff = Annotated[float, typer.Option(
+    "--smooth-min-cutoff", help="oneeuro: cutoff frequency (Hz) at rest; lower is smoother.")]
+SmoothBeta = Annotated[float, typer.Option(
+    "--smooth-beta", help="oneeuro: how fast the cutoff rises with speed (speeds in person sizes per "
+    "second); higher lags less.")]
 
 
 def fail(err: MeshcliError, code: int = 2) -> "typer.Exit":
     err_console.print(f"[red]error:[/red] {err.line()}", markup=True)
     return typer.Exit(code)
+
+
+TEMPORAL_OPTIONS = {  # parameter: (option, default, TemporalOptions field)
+    "track": (Track, None, "track"), "track_max_age": (TrackMaxAge, None, "max_age"),
+    "track_min_hits": (TrackMinHits, 1, "min_hits"), "smooth": (Smooth, "none", "smooth"),
+    "smooth_min_cutoff": (SmoothMinCutoff, 1.0, "min_cutoff"), "smooth_beta": (SmoothBeta, 20.0, "beta"),
+}
+
+
+def with_temporal_options(command):
+    """Give a task command the track/smooth options (before ``--out``); it receives them checked, before any
+    frame is read, as one ``temporal: TemporalOptions`` argument."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "temporal"]
+    at = next(k for k, p in enumerate(own) if p.name == "out")
+    added = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=option)
+             for name, (option, default, _) in TEMPORAL_OPTIONS.items()]
+    parameters = own[:at] + added + own[at:]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        fields = {field: kwargs.pop(name) for name, (_, _, field) in TEMPORAL_OPTIONS.items()}
+        return command(temporal=TemporalOptions(**fields), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=parameters)
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper
 
 
 # A command's body ends by handing its predictor to the batch engine (``hand_to_engine``); the engine
@@ -90,9 +136,9 @@ def run_batch(build: JobBuilder, args: list[str], out: Path, options: BatchOptio
 
 
 def hand_to_engine(predictor, out: Path, batch_size: int, annotate: bool, extra_sinks: list[SinkFactory] = (),
-                   keep_partial: bool = False) -> None:
+                   keep_partial: bool = False, temporal: TemporalOptions | None = None) -> None:
     """The end of a task command's body: the batch engine takes the predictor and runs the inputs."""
-    _HANDOVER.get().append((predictor, Path(out), batch_size, annotate, list(extra_sinks), keep_partial))
+    _HANDOVER.get().append((predictor, Path(out), batch_size, annotate, list(extra_sinks), keep_partial, temporal))
 
 
 def build_job(command: str, options: dict[str, Any]) -> Job:
@@ -112,9 +158,9 @@ def build_job(command: str, options: dict[str, Any]) -> Job:
             _COMMANDS[command](**options)
     finally:
         _HANDOVER.reset(token)
-    predictor, out, batch_size, annotate, extra_sinks, keep_partial = handed[0]
+    predictor, out, batch_size, annotate, extra_sinks, keep_partial, temporal = handed[0]
     return Job(predictor, out, batch_size, annotate, extra_sinks, settings_of(command, predictor, options),
-               keep_partial)
+               keep_partial, temporal)
 
 
 def batch_command(fn):

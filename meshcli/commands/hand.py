@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..options import TemporalOptions
 from .common import (
     Annotate,
     BatchSize,
@@ -21,6 +22,7 @@ from .common import (
     batch_command,
     guarded,
     hand_to_engine,
+    with_temporal_options,
 )
 from .evaluate import eval_app
 
@@ -32,6 +34,7 @@ def register(app: typer.Typer) -> None:
     @app.command(no_args_is_help=True)
     @guarded
     @batch_command
+    @with_temporal_options
     def hand(
         inputs: DepthInputs,
         method: Annotated[str, typer.Option("--method", "-m", help="srn")] = "srn",
@@ -70,6 +73,7 @@ def register(app: typer.Typer) -> None:
         annotate: Annotate = True,
         keep_partial: KeepPartial = False,
         quiet: Quiet = False,
+        temporal: TemporalOptions | None = None,  # the track/smooth options, from with_temporal_options
     ) -> None:
         """3D hand joints per depth frame: NPZ (joints_xyz, joints_uvd, centre_xyz) and an annotated image/folder."""
         from ..api import load, output_sinks
@@ -79,7 +83,7 @@ def register(app: typer.Typer) -> None:
         predictor = load(method, variant, weights, device=device, random_weights=random_weights,
                          intrinsics=intrinsics, depth_format=depth_format, depth_scale=depth_scale, centre=centre,
                          centres=centres, centres_format=centres_format, cube=cube, mirror=mirror, order=order)
-        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor), keep_partial)
+        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor), keep_partial, temporal)
 
     eval_app.command("hand")(eval_hand)
 

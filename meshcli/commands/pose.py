@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ..options import TemporalOptions
 from .common import (
     Annotate,
     BatchSize,
@@ -20,6 +21,7 @@ from .common import (
     batch_command,
     guarded,
     hand_to_engine,
+    with_temporal_options,
 )
 
 
@@ -27,6 +29,7 @@ def register(app: typer.Typer) -> None:
     @app.command(no_args_is_help=True)
     @guarded
     @batch_command
+    @with_temporal_options
     def pose(
         inputs: Inputs,
         method: Annotated[str, typer.Option("--method", "-m", help="dekr")] = "dekr",
@@ -56,6 +59,7 @@ def register(app: typer.Typer) -> None:
         annotate: Annotate = True,
         keep_partial: KeepPartial = False,
         quiet: Quiet = False,
+        temporal: TemporalOptions | None = None,  # the track/smooth options, from with_temporal_options
     ) -> None:
         """Multi-person 2D keypoints: annotated image/video, NPZ and COCO results JSON per input."""
         from ..api import load, output_sinks
@@ -65,4 +69,4 @@ def register(app: typer.Typer) -> None:
         predictor = load(method, variant, weights, device=device, random_weights=random_weights, scales=scales,
                          flip=flip, nms_threshold=nms_threshold, rescore=rescore, rescore_weights=rescore_weights,
                          person_thr=person_thr, kpt_thr=kpt_thr)
-        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor), keep_partial)
+        hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor), keep_partial, temporal)

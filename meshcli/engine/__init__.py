@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import MeshcliError
 from ..io.sources import Input, expand_inputs
+from ..options import TemporalOptions
 from ..pipeline import Pipeline, Progress, SinkFactory
 from .ledger import Ledger, output_record
 
@@ -47,10 +48,12 @@ class Job:
     extra_sinks: list[SinkFactory]
     settings: dict[str, Any]  # what decides the outputs (ledger.settings_of)
     keep_partial: bool = False  # --keep-partial: keep a video that ends early, marked incomplete
+    temporal: TemporalOptions | None = None  # tracking and smoothing across frames
 
     def pipeline(self, out_dir: Path | None = None, **kwargs) -> Pipeline:
         return Pipeline(self.predictor, out_dir or self.out_dir, batch_size=self.batch_size, annotate=self.annotate,
-                        extra_sinks=self.extra_sinks, keep_partial=self.keep_partial, **kwargs)
+                        extra_sinks=self.extra_sinks, keep_partial=self.keep_partial, temporal=self.temporal,
+                        **kwargs)
 
     def extensions(self) -> set[str]:
         return self.pipeline().extensions()

@@ -64,7 +64,7 @@ class MethodSpec:
 
 
 # Options every body method takes; ``detector``, ``openpose``, ``boxes`` and ``bbox`` choose the people.
-BODY_OPTIONS = ("smpl", "detector", "openpose", "boxes", "save_vertices", "renderer")
+BODY_OPTIONS = ("smpl", "detector", "openpose", "boxes", "save_vertices", "renderer", "detect_every")
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("dekr", "pose", "meshcli.methods.dekr:DekrPredictor", validator="meshcli.methods.dekr:validate_checkpoint",

@@ -38,10 +38,11 @@ import torch
 
 from .. import records
 from ..device import resolve_device
+from ..draw import person_colours, track_labels
 from ..errors import MeshcliError
 from ..io.smplfile import require_smpl
 from ..options import check_choice
-from ..people import PersonSource, WholeFrame, choose_people
+from ..people import PersonSource, WholeFrame, choose_people, keypoint_person
 from ..render import BACKENDS, MeshRenderer, weak_perspective_to_translation
 from ..smpl import SMPLModel
 from ..types import BodyResult, Frame, Person, WeightsInfo, file_sha256
@@ -79,6 +80,7 @@ class BodyFrame:
     image_size: tuple[int, int]  # (H, W)
     people: list[Person]
     crops: list[PersonCrop]
+    image: np.ndarray | None = None  # a frame between detections: cropped in ``infer``, once the frame before is
 
 
 class BodyPredictor(Predictor):
@@ -92,8 +94,13 @@ class BodyPredictor(Predictor):
 
     def __init__(self, weights: str | Path | None, variant: str | None = None,
                  device: str | torch.device = "cpu", *, smpl: str | Path | SMPLModel | None = None,
-                 people: PersonSource | None = None, save_vertices: bool = False, renderer: str = "auto"):
+                 people: PersonSource | None = None, save_vertices: bool = False, renderer: str = "auto",
+                 detect_every: int = 1):
         self.renderer_choice = check_choice(renderer, BACKENDS, "--renderer")
+        if detect_every < 1:
+            raise MeshcliError(None, f"--detect-every {detect_every} is not a positive number of frames",
+                               "use 1 (every frame) or more")
+        self.detect_every = detect_every
         self.variant = METHODS[self.method].choose_variant(variant)
         record = records.record_for(self.method, self.variant)
         self.crop_size = record.input_size
@@ -111,6 +118,9 @@ class BodyPredictor(Predictor):
         self.detector = self.source if self.source.on_device else None
         self.save_vertices = save_vertices
         self._renderer: MeshRenderer | None = None  # made at the first annotate: an OpenGL probe costs time
+        if self.detector is not None:
+            self.detector.every = detect_every  # the network skips the frames between
+        self._last: tuple[BodyFrame, dict[str, np.ndarray]] | None = None  # the frame ``infer`` ran last
 
     @property
     def renderer_used(self) -> MeshRenderer | None:
@@ -143,7 +153,13 @@ class BodyPredictor(Predictor):
         raise NotImplementedError
 
     # -- the pipeline steps ----------------------------------------------------------------------
+    def image_joints(self, rows: dict[str, np.ndarray]) -> np.ndarray:
+        """(P, J, 2) each person's joints in image pixels: what carries them to the next frame."""
+        return rows["joints2d"]
+
     def preprocess(self, frame: Frame, people: list[Person] | None = None) -> BodyFrame:
+        if frame.index % self.detect_every:  # between detections: the people come from the frame before
+            return BodyFrame(frame.index, frame.image.shape[:2], [], [], image=frame.image)
         if people is None:
             people = self.source.people(frame)
         if self.source.name == "openpose":
@@ -151,8 +167,35 @@ class BodyPredictor(Predictor):
         crops = [self.crop(frame.image, p) for p in people]
         return BodyFrame(frame.index, frame.image.shape[:2], people, crops)
 
-    @torch.no_grad()
     def infer(self, prepared: list[BodyFrame]) -> list[dict[str, np.ndarray]]:
+        """Frames between detections wait for the frame before them; the others run together."""
+        raws: list[dict[str, np.ndarray]] = []
+        ready = 0  # prepared[ready:] have not run yet
+        for k, frame in enumerate(prepared):
+            if frame.image is not None:
+                raws += self._regress_frames(prepared[ready:k])
+                ready = k
+                if k:
+                    self._last = prepared[k - 1], raws[k - 1]
+                self._carry(frame)
+        raws += self._regress_frames(prepared[ready:])
+        if prepared:
+            self._last = prepared[-1], raws[-1]
+        return raws
+
+    def _carry(self, frame: BodyFrame) -> None:
+        """Crop ``frame``'s people where the previous frame's joints put them."""
+        if self._last is not None:
+            rows = self.postprocess(*self._last).rows
+            for joints in self.image_joints(rows):
+                person = keypoint_person(np.concatenate([joints, np.ones((len(joints), 1))], 1), 0.0)
+                if person is not None:
+                    frame.people.append(person)
+                    frame.crops.append(self.crop(frame.image, person))
+        frame.image = None
+
+    @torch.no_grad()
+    def _regress_frames(self, prepared: list[BodyFrame]) -> list[dict[str, np.ndarray]]:
         crops = [c.input for f in prepared for c in f.crops]
         outs: list[dict[str, np.ndarray]] = []
         for start in range(0, len(crops), CROP_CHUNK):
@@ -227,4 +270,7 @@ class BodyPredictor(Predictor):
             return image.copy()
         focal, principal = self.frame_camera(image.shape[:2])
         cam_t = self.shared_translations(result.rows, image.shape[:2])
-        return self.renderer.render(image, result.vertices, cam_t, focal, principal)
+        colours = person_colours(result.rows, result.num_people)
+        out = self.renderer.render(image, result.vertices, cam_t, focal, principal, colours=colours)
+        track_labels(out, result.rows, colours)
+        return out

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..checkpoints import load_state_dict_strict, torch_load
 from ..device import resolve_device
-from ..draw import colour, draw_box, draw_skeleton
+from ..draw import draw_box, draw_skeleton, person_colours
 from ..errors import MeshcliError
 from ..options import parse_floats
 from ..models.hrnet import HRNet, concat_branches, conv_bn
@@ -637,14 +637,15 @@ class DekrPredictor(Predictor):
     def annotate(self, image: np.ndarray, result: PoseResult) -> np.ndarray:
         out = image.copy()
         rows = result.rows
+        colours = person_colours(rows, result.num_people)
         for k in range(result.num_people):
             score = float(rows["scores"][k])
             if score < self.person_thr:
                 continue
-            rgb = colour(k)
-            draw_skeleton(out, rows["keypoints"][k, :, :2], self.skeleton, rgb,
+            draw_skeleton(out, rows["keypoints"][k, :, :2], self.skeleton, colours[k],
                           visible=rows["keypoints"][k, :, 2] >= self.kpt_thr)
-            draw_box(out, rows["bbox"][k], rgb, label=f"{score:.2f}")
+            track = f"#{int(rows['track_id'][k])} " if "track_id" in rows else ""
+            draw_box(out, rows["bbox"][k], colours[k], label=f"{track}{score:.2f}")
         return out
 
     def metadata(self) -> dict[str, Any]:

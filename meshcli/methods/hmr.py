@@ -307,3 +307,22 @@ class HmrPredictor(BodyPredictor):
                 "cam_t": np.array([tx, ty, self.focal / (half * s)]),
                 "focal_length": np.full(2, self.focal / scale),
                 "principal_point": start / scale}
+
+    @torch.no_grad()
+    def body_from_parameters(self, betas: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(joints3d, vertices) of SMPL parameters (betas (P, 10), axis-angle pose (P, 72)): HMR's cocoplus
+        joints of the posed mesh."""
+        body = self.smpl(*(torch.as_tensor(a, dtype=torch.float32, device=self.device) for a in (betas, pose)))
+        joints = torch.einsum("jv,bvc->bjc", self.net.cocoplus_regressor, body.vertices)
+        return joints.cpu().numpy(), body.vertices.cpu().numpy()
+
+    def project(self, cam: np.ndarray, joints3d: np.ndarray, focal_length: np.ndarray,
+                principal_point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cam_t, joints2d) of rows, as ``to_image`` computes them: the orthographic crop camera carried to
+        the image (the crop's scale is method focal / ``focal_length``)."""
+        s, t = cam[:, :1], cam[:, 1:]
+        half = self.crop_size / 2
+        pixels_per_unit = half * s * focal_length.mean(1, keepdims=True) / self.focal
+        joints2d = pixels_per_unit[:, None] * (joints3d[..., :2] + t[:, None]) + principal_point[:, None]
+        return np.concatenate([t, self.focal / (half * s)], 1), joints2d
+

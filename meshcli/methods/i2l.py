@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import load_state_dict_strict, torch_load
+from ..draw import person_colours, track_labels
 from ..errors import MeshcliError
 from ..models.resnet import ResNet
 from ..options import parse_floats
@@ -502,6 +503,9 @@ class I2LPredictor(BodyPredictor):
         shown = np.stack([p["mesh_cam" if self.stage == "lixel" else "mesh_cam_param"] for p in people])
         return BodyResult(prepared.index, rows, vertices=shown)
 
+    def image_joints(self, rows: dict[str, np.ndarray]) -> np.ndarray:
+        return rows["joints_img"][..., :2]
+
     # -- outputs
 
     def empty_rows(self) -> dict[str, np.ndarray]:
@@ -531,4 +535,9 @@ class I2LPredictor(BodyPredictor):
             return image.copy()
         focal, principal = self.camera(image.shape[:2])
         # the meshes are already in camera space: no per-person translation
-        return self.renderer.render(image, result.vertices, np.zeros((result.num_people, 3)), focal, principal)
+        colours = person_colours(result.rows, result.num_people)
+        out = self.renderer.render(image, result.vertices, np.zeros((result.num_people, 3)), focal, principal,
+                                   colours=colours)
+        track_labels(out, result.rows, colours)
+        return out
+

@@ -231,3 +231,18 @@ class SpinPredictor(BodyPredictor):
         p = out["joints3d"].astype(np.float64) + cam_t
         return {"joints2d": focal * p[:, :2] / p[:, 2:] + centre, "cam_t": cam_t,
                 "focal_length": focal, "principal_point": centre}
+    @torch.no_grad()
+    def body_from_parameters(self, betas: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(joints3d, vertices) of SMPL parameters (betas (P, 10), axis-angle pose (P, 72)): SPIN's joints
+        are SMPL's own 24."""
+        body = self.smpl(*(torch.as_tensor(a, dtype=torch.float32, device=self.device) for a in (betas, pose)))
+        return body.joints.cpu().numpy(), body.vertices.cpu().numpy()
+
+    def project(self, cam: np.ndarray, joints3d: np.ndarray, focal_length: np.ndarray,
+                principal_point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cam_t, joints2d) of rows, as ``to_image`` computes them: the crop's pinhole camera in the image."""
+        s, t = cam[:, :1], cam[:, 1:]
+        cam_t = np.concatenate([t, 2 * self.focal / (self.crop_size * s + 1e-9)], 1)
+        p = joints3d + cam_t[:, None]
+        return cam_t, focal_length[:, None] * p[..., :2] / p[..., 2:] + principal_point[:, None]
+

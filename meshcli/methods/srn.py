@@ -568,6 +568,10 @@ class SrnPredictor(Predictor):
 
     # -- drawing
 
+    def uvd_of(self, xyz: np.ndarray) -> np.ndarray:
+        """Joints in camera space (..., 3) mm -> (u, v, d) in the input image, through ``intrinsics``."""
+        return project(xyz, self.intrinsics)
+
     def annotate(self, image: np.ndarray, result: HandResult) -> np.ndarray:
         uvd = result.rows["joints_uvd"][0] if result.num_people else None
         centre = result.rows["centre_xyz"][0, 2] if result.num_people else np.nan
