@@ -199,8 +199,8 @@ class TemporalStage:
         self.half_window = OFFLINE_HALF_WINDOW_S
         look_ahead = options.min_hits - 1
         if options.smooth == "offline":
-            look_ahead = max(look_ahead, math.ceil(self.half_window * self.fps))
-        self.look_ahead = look_ahead  # frames a frame waits for those after it
+            look_ahead = max(look_ahead, math.ceil(self.half_window * self.fps - 1e-9))
+        self.look_ahead = look_ahead  # frames a frame waits for those after it (at the input's average rate)
         self.pending: deque[_Pending] = deque()
         self.history: dict[Track, deque[tuple[float, dict[str, np.ndarray]]]] = {}  # offline: recent samples
         self.filters: dict[Track, dict[str, OneEuro]] = {}
@@ -235,9 +235,20 @@ class TemporalStage:
                     self.history.setdefault(track, deque()).append((time, value))
         self.pending.append(item)
         ready = []
-        while len(self.pending) > self.look_ahead:
+        while self.pending and self._ready():
             ready.append(self._release(self.pending.popleft()))
         return ready
+
+    def _ready(self) -> bool:
+        """Whether the oldest frame held back has seen all the frames it waits for."""
+        waiting = len(self.pending) - 1
+        if waiting >= 2 * self.look_ahead + 1:
+            return True  # a burst of closely spaced frames: memory stays bounded all the same
+        if waiting < self.options.min_hits - 1:
+            return False
+        # offline smoothing waits for the half-window in time (variable frame rates included)
+        return (self.options.smooth != "offline"
+                or self.pending[-1].time - self.pending[0].time >= self.half_window - 1e-9)
 
     def finish(self) -> list[tuple[Frame, FrameResult]]:
         """The frames still held back, once the input has ended."""
