@@ -20,6 +20,7 @@ from .common import (
     variant_option,
     Weights,
     batch_command,
+    err_console,
     guarded,
     hand_to_engine,
     with_temporal_options,
