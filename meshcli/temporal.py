@@ -10,12 +10,15 @@ half-window, so memory stays flat however long the video is.
 What is smoothed depends on the task (``adapter_for``):
 
 pose   ``keypoints`` x, y (scores untouched);
-body   SMPL rotations (``global_orient``, ``body_pose``) as rotation matrices,
+body   HMR, SPIN: SMPL rotations (``global_orient``, ``body_pose``) as rotation matrices,
        projected back onto rotations; ``betas``; the person's camera as an
        image-space scale and offset (so a jittering crop does not jitter the
        person); ``joints3d``, ``vertices``, ``cam``, ``cam_t`` and ``joints2d``
        are then recomputed from the smoothed parameters by the method's own
        SMPL joints and projection;
+       I2L-MeshNet: its lixel joints and mesh as camera-space positions; with
+       a trained parameter stage, its rotations and betas as above, the
+       parameter mesh recomputed from them around its smoothed root;
 hand   ``joints_xyz``, with ``joints_uvd`` projected from them; a hand input
        has one track.
 """
@@ -55,7 +58,7 @@ class Adapter:
         boxes = self.features(rows)[0]
         return np.maximum(np.linalg.norm(boxes[:, 2:] - boxes[:, :2], axis=1), 1.0)
 
-    def encode(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def encode(self, result: FrameResult) -> dict[str, np.ndarray]:
         """Per-row values to smooth, (P, ...) each, all in linear spaces."""
         raise NotImplementedError
 
@@ -75,8 +78,8 @@ class PoseAdapter(Adapter):
         boxes = rows["bbox"] if "bbox" in rows else np.concatenate([kps[..., :2].min(1), kps[..., :2].max(1)], 1)
         return boxes, kps
 
-    def encode(self, rows):
-        return {"xy": rows["keypoints"][..., :2].astype(np.float64)}
+    def encode(self, result):
+        return {"xy": result.rows["keypoints"][..., :2].astype(np.float64)}
 
     def decode(self, result, values):
         kps = result.rows["keypoints"].copy()
@@ -100,7 +103,8 @@ class BodyAdapter(Adapter):
     def crop_side(self, rows):
         return self.predictor.crop_size * rows["focal_length"].mean(1) / self.predictor.focal
 
-    def encode(self, rows):
+    def encode(self, result):
+        rows = result.rows
         # the person in the image: pixel = a * X_xy + b near the body, whatever crop the frame used
         s, t = rows["cam"][:, 0].astype(np.float64), rows["cam"][:, 1:].astype(np.float64)
         a = s * self.crop_side(rows) / 2
@@ -144,14 +148,80 @@ class HandAdapter(Adapter):
     def scale(self, rows):
         return np.full(len(rows["joints_xyz"]), 100.0)  # mm: about a hand's span
 
-    def encode(self, rows):
-        return {"xyz": rows["joints_xyz"].astype(np.float64)}
+    def encode(self, result):
+        return {"xyz": result.rows["joints_xyz"].astype(np.float64)}
 
     def decode(self, result, values):
         rows = result.rows
         rows["joints_xyz"] = values["xyz"].astype(rows["joints_xyz"].dtype)
         rows["joints_uvd"] = self.predictor.uvd_of(values["xyz"]).astype(rows["joints_uvd"].dtype)
         return ["joints_xyz", "joints_uvd"]
+
+
+class I2LAdapter(Adapter):
+    """I2L-MeshNet: its lixel outputs are positions (joints and mesh, smoothed in camera space); its parameter
+    stage, when trained, gives SMPL rotations and betas, whose mesh is recomputed around the smoothed root."""
+
+    changed_keys = ("joints_img", "mesh_cam", "global_orient", "body_pose", "betas", "mesh_cam_param")
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+
+    def features(self, rows):
+        uv = rows["joints_img"][..., :2]
+        return rows["bbox"], np.concatenate([uv, np.ones((*uv.shape[:2], 1))], -1)
+
+    def meshes(self, result) -> dict[str, np.ndarray]:
+        """The camera-space meshes the result holds: the lixel one and/or the parameter stage's."""
+        shown = "mesh_cam" if self.predictor.stage == "lixel" else "mesh_cam_param"
+        found = {k: result.rows[k] for k in ("mesh_cam", "mesh_cam_param") if k in result.rows}
+        found.setdefault(shown, result.vertices)
+        return found
+
+    def encode(self, result):
+        rows = result.rows
+        focal = np.asarray(self.predictor.focal, np.float64)
+        principal = rows["principal_point"][:, None]
+        uvd = rows["joints_img"].astype(np.float64)
+        joints = np.concatenate([(uvd[..., :2] - principal) / focal * uvd[..., 2:], uvd[..., 2:]], -1)
+        values = {"joints": joints}
+        meshes = self.meshes(result)
+        if "mesh_cam" in meshes:
+            values["lixel_mesh"] = meshes["mesh_cam"].astype(np.float64)
+        if "global_orient" in rows:
+            pose = np.concatenate([rows["global_orient"], rows["body_pose"]], 1)
+            values.update(rotations=axis_angle_to_matrix(pose), betas=rows["betas"].astype(np.float64))
+            if "mesh_cam_param" in meshes:  # where the pelvis-relative parameter mesh was put
+                relative = self.predictor.param_mesh(rows["betas"], pose)
+                values["root"] = (meshes["mesh_cam_param"] - relative).astype(np.float64).mean(1)
+        return values
+
+    def decode(self, result, values):
+        rows = result.rows
+        focal = np.asarray(self.predictor.focal, np.float64)
+        joints = values["joints"]
+        uv = joints[..., :2] / joints[..., 2:] * focal + rows["principal_point"][:, None]
+        changed = {"joints_img": np.concatenate([uv, joints[..., 2:]], -1)}
+        meshes = {}
+        if "lixel_mesh" in values:
+            meshes["mesh_cam"] = values["lixel_mesh"]
+        if "rotations" in values:
+            pose = matrix_to_axis_angle(values["rotations"])
+            changed.update(global_orient=pose[:, :3], body_pose=pose[:, 3:], betas=values["betas"])
+            if "root" in values:
+                meshes["mesh_cam_param"] = self.predictor.param_mesh(values["betas"], pose) + values["root"][:, None]
+        for key, mesh in meshes.items():
+            if key in rows:
+                changed[key] = mesh
+            if key == ("mesh_cam" if self.predictor.stage == "lixel" else "mesh_cam_param"):
+                result.vertices = mesh.astype(result.vertices.dtype)
+        for key, value in changed.items():
+            rows[key] = value.astype(rows[key].dtype)
+        return list(changed)
+
+    def select(self, result, keep):
+        super().select(result, keep)
+        result.vertices = result.vertices[keep]
 
 
 def adapter_for(predictor, smooth: str) -> Adapter:
@@ -162,17 +232,9 @@ def adapter_for(predictor, smooth: str) -> Adapter:
         return HandAdapter(predictor)
     if hasattr(predictor, "body_from_parameters"):
         return BodyAdapter(predictor)
-    if smooth != "none":
-        raise MeshcliError(None, f"--smooth {smooth} is not available for --method {predictor.method}",
-                           "use --smooth none (tracking still works), or hmr / spin")
-    return _BoxAdapter()
-
-
-class _BoxAdapter(Adapter):
-    """Tracking by the person box alone (methods whose rows cannot be smoothed yet)."""
-
-    def features(self, rows):
-        return rows["bbox"], None
+    if hasattr(predictor, "param_mesh"):
+        return I2LAdapter(predictor)
+    raise MeshcliError(None, f"--method {predictor.method} cannot be tracked", "use --no-track")
 
 
 # ------------------------------------------------------------------ the stage
@@ -223,7 +285,7 @@ class TemporalStage:
             tracks = self.tracker.update(frame.index, boxes, keypoints)
         values: list[dict[str, np.ndarray]] = []
         if self.options.smooth != "none" and result.num_people:
-            encoded = self.adapter.encode(rows)
+            encoded = self.adapter.encode(result)
             values = [{k: v[i] for k, v in encoded.items()} for i in range(result.num_people)]
         item = _Pending(frame, result, time, tracks, values)
         if self.options.smooth == "oneeuro":

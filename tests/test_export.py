@@ -70,7 +70,8 @@ def made(tmp_path_factory):
     assert run.exit_code == 0, run.output
     boxes = root / "boxes.json"
     boxes.write_text(json.dumps({"frames": {str(k): [[10, 10, 60, 90], [100, 15, 50, 80]] for k in range(5)}}))
-    run = meshcli("body", clip, *common, "--boxes", boxes, "--save-vertices", "--out", root / "two")
+    # untracked: the tests give it track ids of their own choosing (with_track_ids)
+    run = meshcli("body", clip, *common, "--boxes", boxes, "--save-vertices", "--no-track", "--out", root / "two")
     assert run.exit_code == 0, run.output
     return {"root": root, "sparse": sparse, "dense": dense, "one": root / "one" / "clip.npz",
             "two": root / "two" / "clip.npz", "meshes": root / "one" / "clip_meshes"}

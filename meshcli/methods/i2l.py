@@ -226,9 +226,17 @@ def param_stage(regressor: ParamRegressor, smpl: SMPLModel, joint_regressor: tor
     rotmat = rot6d_to_rotmat(pose6d)
     # Through axis-angle and back inside SMPL, as the official model does.
     pose = rotmat_to_axis_angle(rotmat).reshape(len(pose6d), -1)
+    vertices, mesh = pelvis_relative_mesh(smpl, joint_regressor, betas, pose)
+    return ParamOutput(joints_lixel, pose6d, rotmat, pose, betas, vertices, mesh)
+
+
+def pelvis_relative_mesh(smpl: SMPLModel, joint_regressor: torch.Tensor, betas: torch.Tensor,
+                         pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SMPL's mesh of (B, 10) betas and (B, 72) axis-angle pose, and the same moved so its regressed pelvis
+    is at the origin."""
     vertices = smpl(betas, pose).vertices
     root = torch.einsum("v,bvc->bc", joint_regressor[0], vertices)
-    return ParamOutput(joints_lixel, pose6d, rotmat, pose, betas, vertices, vertices - root[:, None])
+    return vertices, vertices - root[:, None]
 
 
 # ----------------------------------------------------------------------------- checkpoint
@@ -505,6 +513,13 @@ class I2LPredictor(BodyPredictor):
 
     def image_joints(self, rows: dict[str, np.ndarray]) -> np.ndarray:
         return rows["joints_img"][..., :2]
+
+    def param_mesh(self, betas: np.ndarray, pose: np.ndarray) -> np.ndarray:
+        """(P, 6890, 3) the parameter stage's pelvis-relative mesh of SMPL parameters (betas (P, 10), axis-angle
+        pose (P, 72)), metres; the temporal stage recomputes the mesh of smoothed parameters with it."""
+        tensors = (torch.as_tensor(a, dtype=torch.float32, device=self.device) for a in (betas, pose))
+        with torch.no_grad():
+            return pelvis_relative_mesh(self.smpl, self.joint_regressor, *tensors)[1].cpu().numpy()
 
     # -- outputs
 
