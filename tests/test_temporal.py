@@ -75,3 +75,38 @@ def test_options_are_checked():
         TemporalOptions(smooth="kalman")
     with pytest.raises(MeshcliError, match="drop --no-track"):
         TemporalOptions(track=False, smooth="offline")
+
+
+def test_a_long_video_streams_through_the_stage_with_flat_memory(tmp_path, monkeypatch):
+    """3000 frames of a real video through the pipeline with offline smoothing: the frames alive at any time
+    are bounded by the look-ahead and the queues, not by the video's length."""
+    import weakref
+
+    from meshcli.pipeline import Pipeline
+    from meshcli.temporal import TemporalStage
+
+    from conftest import write_video
+    from test_pipeline import BrightestPixel
+
+    clip = write_video(tmp_path / "long.mp4", frames=3000, fps=60, size=(160, 120))
+    alive, stages = set(), []
+    push = TemporalStage.push
+
+    def counting_push(stage, frame, result):
+        if not stages or stages[-1] is not stage:
+            stages.append(stage)
+        alive.add(id(frame))
+        weakref.finalize(frame.image, alive.discard, id(frame))  # gone once nothing holds the frame's pixels
+        return push(stage, frame, result)
+
+    monkeypatch.setattr(TemporalStage, "push", counting_push)
+    pipeline = Pipeline(BrightestPixel(), tmp_path / "out", annotate=False, batch_size=4,
+                        temporal=TemporalOptions(smooth="offline"))
+    most, frames = 0, 0
+    for _ in pipeline.stream([str(clip)]):
+        frames += 1
+        most = max(most, len(alive))
+    assert frames == 3000 and stages[0].look_ahead == 12  # 0.2 s at 60 fps
+    assert most <= 2 * stages[0].look_ahead + 1 + 4 * pipeline.queue_size * pipeline.batch_size
+    npz = np.load(tmp_path / "out" / "long.npz")
+    assert len(npz["track_id"]) == 3000 and "keypoints_raw" in npz
