@@ -49,6 +49,8 @@ class TemporalOptions:
             raise MeshcliError(None, f"--smooth {self.smooth} follows each person's track",
                                "drop --no-track or use --smooth none")
         if self.min_hits < 1 or (self.max_age is not None and self.max_age < 0):
-            raise MeshcliError(None, "--track-min-hits must be >= 1 and --track-max-age >= 0", "")
+            raise MeshcliError(None, "--track-min-hits must be >= 1 and --track-max-age >= 0",
+                               "e.g. --track-min-hits 3 --track-max-age 15")
         if self.min_cutoff <= 0 or self.beta < 0:
-            raise MeshcliError(None, "--smooth-min-cutoff must be > 0 and --smooth-beta >= 0", "")
+            raise MeshcliError(None, "--smooth-min-cutoff must be > 0 and --smooth-beta >= 0",
+                               "e.g. --smooth-min-cutoff 1 --smooth-beta 20")

@@ -23,10 +23,11 @@ def test_bench_reports_every_stage_as_json(tmp_path):
     for k in range(3):
         cv2.imwrite(str(folder / f"{k}.png"), depth_mm)
     run = CliRunner().invoke(app, ["bench", str(folder), "--method", "srn", "--random-weights", "--json",
-                                   "--batch-size", "2"])
+                                   "--batch-size", "2", "--smooth", "oneeuro"])
     assert run.exit_code == 0, run.output
     result = json.loads(run.output)
     assert result["frames"] == 3 and result["untrained"] and result["method"] == "srn"
+    assert result["temporal"]["smooth"] == "oneeuro"  # the command's track/smooth options are measured too
     assert list(result["stages"]) == ["decode", "preprocess", "detect", "model", "postprocess", "track", "render",
                                        "encode"]
     assert result["stages"].pop("detect")["seconds"] == 0  # no person detector for hands
@@ -50,7 +51,7 @@ def test_bench_repeat_reports_shares_and_the_bottleneck(tmp_path):
     assert set(result["threads"]) == {"decode", "detect", "model", "render"}
     busiest = max(result["threads"], key=result["threads"].get)
     stages_of = {"decode": ("decode", "preprocess"), "detect": ("detect",), "model": ("model", "postprocess"),
-                 "render": ("render", "encode")}
+                 "render": ("track", "render", "encode")}
     assert result["bottleneck"] == max(stages_of[busiest], key=lambda s: result["stages"][s]["seconds"])
     assert 0 < result["threads"][busiest] <= 1.05
 

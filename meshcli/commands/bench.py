@@ -1,6 +1,7 @@
 """`meshcli bench`: per-stage throughput, end-to-end frames/s and peak memory of a method on real input."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..methods import METHODS, spec
+from ..options import TemporalOptions
 from .common import (
     Annotate,
     BatchSize,
@@ -19,18 +21,20 @@ from .common import (
     RandomWeights,
     Weights,
     guarded,
+    temporal_options,
     variant_option,
 )
 
 
 # The pipeline's threads and the stages each one runs in turn (see meshcli.pipeline).
 THREADS = {"decode": ("decode", "preprocess"), "detect": ("detect",), "model": ("model", "postprocess"),
-           "render": ("render", "encode")}
+           "render": ("track", "render", "encode")}
 
 
 def benchmark(inputs: list[str], method: str, variant: str | None = None, weights: Path | None = None,
               random_weights: bool = False, batch_size: int = 8, device: str = "auto",
-              options: dict | None = None, annotate: bool = True, progress: bool = False, repeat: int = 1) -> dict:
+              options: dict | None = None, annotate: bool = True, progress: bool = False, repeat: int = 1,
+              temporal=None) -> dict:
     """Run the whole pipeline ``repeat`` times (outputs to a temporary folder); the median of each timing.
 
     Each stage's share is its seconds over the wall time. Stages of one thread run one after another, so a
@@ -45,7 +49,8 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
     runs = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="meshcli-bench-") as out:
-            runs.append(run(predictor, inputs, out, batch_size=batch_size, annotate=annotate, progress=progress))
+            runs.append(run(predictor, inputs, out, batch_size=batch_size, annotate=annotate, progress=progress,
+                            temporal=temporal))
     frames = runs[-1].times.frames
     wall = statistics.median(r.times.wall for r in runs)
     seconds = {stage: statistics.median(r.times.seconds[stage] for r in runs) for stage in runs[-1].times.seconds}
@@ -54,7 +59,7 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
     return {
         "method": method, "variant": predictor.variant, "device": str(predictor.device), "batch_size": batch_size,
         "annotate": annotate, "untrained": predictor.weights.untrained, "inputs": inputs, "frames": frames,
-        "repeat": repeat,
+        "repeat": repeat, "temporal": dataclasses.asdict(temporal or TemporalOptions()),
         "settings": {k: v for k, v in predictor.metadata().items() if isinstance(v, (bool, int, float, str))},
         "failures": [f.line() for r in runs for f in r.failures],
         "stages": {stage: {"seconds": round(sec, 4), "ms_per_frame": round(1000 * sec / max(frames, 1), 2),
@@ -70,15 +75,16 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
     }
 
 
-def command_options(app: typer.Typer, method: str, tokens: list[str]) -> tuple[list[str], dict]:
-    """The inputs and method options in ``tokens``, parsed by the command that runs ``method`` (pose, body
-    or hand), so bench takes every option that command takes; only options given are returned."""
+def command_options(app: typer.Typer, method: str, tokens: list[str]) -> tuple[list[str], dict, TemporalOptions]:
+    """The inputs, method options and track/smooth options in ``tokens``, parsed by the command that runs
+    ``method`` (pose, body or hand), so bench takes every option that command takes; of the method's options
+    only those given are returned."""
     task = spec(method).task
     command = typer.main.get_command(app).commands[task]
     ctx = command.make_context(f"meshcli bench --method {method}", list(tokens))
     given = {name: value for name, value in ctx.params.items()
              if name in spec(method).options and getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
-    return ctx.params["inputs"], given
+    return ctx.params["inputs"], given, temporal_options(dict(ctx.params))
 
 
 def register(app: typer.Typer) -> None:
@@ -110,11 +116,11 @@ def register(app: typer.Typer) -> None:
         Body methods crop the whole frame as one person unless --detector dekr; DEKR rescores when its
         rescoring net is in the weights store.
         """
-        inputs, options = command_options(app, method, inputs)
+        inputs, options, temporal = command_options(app, method, inputs)
         if spec(method).task == "body":
             options = {"smpl": smpl, "detector": detector, **options}
         result = benchmark(inputs, method, variant, weights, random_weights, batch_size, device, options,
-                           annotate, progress=not as_json, repeat=repeat)
+                           annotate, progress=not as_json, repeat=repeat, temporal=temporal)
         if as_json:
             typer.echo(json.dumps(result, indent=1))
             if result["failures"]:

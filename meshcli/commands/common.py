@@ -74,6 +74,11 @@ TEMPORAL_OPTIONS = {  # parameter: (option, default, TemporalOptions field)
 }
 
 
+def temporal_options(params: dict[str, Any]) -> TemporalOptions:
+    """The track/smooth options taken out of a command's parameters, checked."""
+    return TemporalOptions(**{field: params.pop(name) for name, (_, _, field) in TEMPORAL_OPTIONS.items()})
+
+
 def with_temporal_options(command):
     """Give a task command the track/smooth options (before ``--out``); it receives them checked, before any
     frame is read, as one ``temporal: TemporalOptions`` argument."""
@@ -86,8 +91,7 @@ def with_temporal_options(command):
 
     @functools.wraps(command)
     def wrapper(**kwargs):
-        fields = {field: kwargs.pop(name) for name, (_, _, field) in TEMPORAL_OPTIONS.items()}
-        return command(temporal=TemporalOptions(**fields), **kwargs)
+        return command(temporal=temporal_options(kwargs), **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=parameters)
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
