@@ -13,7 +13,7 @@ from meshcli.cli import app
 from meshcli.types import Frame, Person
 from meshcli.smpl import SMPLModel
 
-from conftest import REPO, write_video
+from conftest import REPO, real_clip, write_video
 
 CLIP = REPO / "examples" / "multi_person_demo.mp4"
 FRAMES, SHRINK = 16, 2  # the first frames at half size: the whole clip takes minutes on 2 CPU cores
@@ -25,29 +25,11 @@ def meshcli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def short_clip(path):
-    with av.open(str(CLIP)) as real, av.open(str(path), "w") as out:
-        stream_in = real.streams.video[0]
-        stream = out.add_stream("libx264", rate=stream_in.average_rate)
-        stream.width, stream.height = stream_in.width // SHRINK, stream_in.height // SHRINK
-        stream.pix_fmt = "yuv420p"
-        for k, frame in enumerate(real.decode(stream_in)):
-            if k == FRAMES:
-                break
-            frame = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
-            frame.pts, frame.time_base = k, 1 / stream_in.average_rate
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
 @pytest.fixture(scope="module")
 def shuffled(tmp_path_factory):
     """The clip, and a boxes file whose people are listed in a different order frame by frame."""
     folder = tmp_path_factory.mktemp("shuffled")
-    clip = short_clip(folder / "people.mp4")
+    clip = real_clip(folder / "people.mp4", FRAMES, width=1080 // SHRINK)
     rng = np.random.default_rng(0)
     frames, who = {}, {}
     for k in range(FRAMES):
