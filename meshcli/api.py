@@ -135,5 +135,5 @@ def output_sinks(predictor: Predictor, save_mesh: bool = False) -> list[SinkFact
     if predictor.task == "pose":
         sinks.append(coco_sink)
     if save_mesh:
-        sinks.append(mesh_sink(predictor.smpl.faces))
+        sinks.append(mesh_sink(predictor.smpl.faces, predictor.meshes_in_camera_space))
     return sinks

@@ -83,6 +83,8 @@ KEYS: tuple[Key, ...] = (
     Key("mesh_cam", "i2l", "row", "(P, 6890, 3) float32", "lixel mesh, camera space, m (--save-vertices)"),
     Key("mesh_cam_param", "i2l", "row", "(P, 6890, 3) float32", "parameter-stage mesh, camera space, m "
                                                                  "(--save-vertices)"),
+    Key("cam_t", "i2l", "row", "(P, 3) float64", "SMPL's mesh of the parameters + cam_t = the parameter-stage "
+                                                 "mesh, m"),
     Key("stage", "i2l", "input", "() str", "mesh drawn: lixel or param"),
     Key("param_stage", "i2l", "input", "() bool", "the snapshot's parameter stage is trained"),
     Key("focal", "i2l", "input", "(2,) float", "camera focal length, px"),
@@ -105,6 +107,7 @@ KEYS: tuple[Key, ...] = (
 # --smooth keeps each smoothed key's per-frame value as <key>_raw (meshcli.temporal)
 SMOOTHED = {"pose": ("keypoints",),
             "body": ("global_orient", "body_pose", "betas", "cam", "cam_t", "joints3d", "joints2d", "vertices"),
+            "i2l": ("joints_img", "mesh_cam", "cam_t", "mesh_cam_param"),
             "hand": ("joints_xyz", "joints_uvd")}
 KEYS += tuple(Key(f"{k.name}_raw", k.group, "row", k.shape, f"{k.name} before --smooth")
               for group, names in SMOOTHED.items() for name in names for k in KEYS

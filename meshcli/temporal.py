@@ -17,8 +17,8 @@ body   HMR, SPIN: SMPL rotations (``global_orient``, ``body_pose``) as rotation 
        are then recomputed from the smoothed parameters by the method's own
        SMPL joints and projection;
        I2L-MeshNet: its lixel joints and mesh as camera-space positions; with
-       a trained parameter stage, its rotations and betas as above, the
-       parameter mesh recomputed from them around its smoothed root;
+       a trained parameter stage, its rotations, betas and ``cam_t``, the
+       parameter mesh recomputed from them;
 hand   ``joints_xyz``, with ``joints_uvd`` projected from them; a hand input
        has one track.
 """
@@ -160,23 +160,18 @@ class HandAdapter(Adapter):
 
 class I2LAdapter(Adapter):
     """I2L-MeshNet: its lixel outputs are positions (joints and mesh, smoothed in camera space); its parameter
-    stage, when trained, gives SMPL rotations and betas, whose mesh is recomputed around the smoothed root."""
+    stage, when trained, gives SMPL rotations, betas and the mesh's translation, from which its mesh is
+    recomputed."""
 
-    changed_keys = ("joints_img", "mesh_cam", "global_orient", "body_pose", "betas", "mesh_cam_param")
+    changed_keys = ("joints_img", "mesh_cam", "global_orient", "body_pose", "betas", "cam_t", "mesh_cam_param")
 
     def __init__(self, predictor):
         self.predictor = predictor
+        self.shown = "mesh_cam" if predictor.stage == "lixel" else "mesh_cam_param"  # the overlay's mesh
 
     def features(self, rows):
         uv = rows["joints_img"][..., :2]
         return rows["bbox"], np.concatenate([uv, np.ones((*uv.shape[:2], 1))], -1)
-
-    def meshes(self, result) -> dict[str, np.ndarray]:
-        """The camera-space meshes the result holds: the lixel one and/or the parameter stage's."""
-        shown = "mesh_cam" if self.predictor.stage == "lixel" else "mesh_cam_param"
-        found = {k: result.rows[k] for k in ("mesh_cam", "mesh_cam_param") if k in result.rows}
-        found.setdefault(shown, result.vertices)
-        return found
 
     def encode(self, result):
         rows = result.rows
@@ -185,15 +180,13 @@ class I2LAdapter(Adapter):
         uvd = rows["joints_img"].astype(np.float64)
         joints = np.concatenate([(uvd[..., :2] - principal) / focal * uvd[..., 2:], uvd[..., 2:]], -1)
         values = {"joints": joints}
-        meshes = self.meshes(result)
-        if "mesh_cam" in meshes:
-            values["lixel_mesh"] = meshes["mesh_cam"].astype(np.float64)
+        lixel = rows.get("mesh_cam", result.vertices if self.shown == "mesh_cam" else None)
+        if lixel is not None:
+            values["lixel_mesh"] = lixel.astype(np.float64)
         if "global_orient" in rows:
             pose = np.concatenate([rows["global_orient"], rows["body_pose"]], 1)
-            values.update(rotations=axis_angle_to_matrix(pose), betas=rows["betas"].astype(np.float64))
-            if "mesh_cam_param" in meshes:  # where the pelvis-relative parameter mesh was put
-                relative = self.predictor.param_mesh(rows["betas"], pose)
-                values["root"] = (meshes["mesh_cam_param"] - relative).astype(np.float64).mean(1)
+            values.update(rotations=axis_angle_to_matrix(pose), betas=rows["betas"].astype(np.float64),
+                          cam_t=rows["cam_t"].astype(np.float64))
         return values
 
     def decode(self, result, values):
@@ -207,13 +200,15 @@ class I2LAdapter(Adapter):
             meshes["mesh_cam"] = values["lixel_mesh"]
         if "rotations" in values:
             pose = matrix_to_axis_angle(values["rotations"])
-            changed.update(global_orient=pose[:, :3], body_pose=pose[:, 3:], betas=values["betas"])
-            if "root" in values:
-                meshes["mesh_cam_param"] = self.predictor.param_mesh(values["betas"], pose) + values["root"][:, None]
+            changed.update(global_orient=pose[:, :3], body_pose=pose[:, 3:], betas=values["betas"],
+                           cam_t=values["cam_t"])
+            if "mesh_cam_param" in rows or self.shown == "mesh_cam_param":
+                mesh = self.predictor.param_mesh(values["betas"], pose)[0]
+                meshes["mesh_cam_param"] = mesh + values["cam_t"][:, None]
         for key, mesh in meshes.items():
             if key in rows:
                 changed[key] = mesh
-            if key == ("mesh_cam" if self.predictor.stage == "lixel" else "mesh_cam_param"):
+            if key == self.shown:
                 result.vertices = mesh.astype(result.vertices.dtype)
         for key, value in changed.items():
             rows[key] = value.astype(rows[key].dtype)

@@ -221,10 +221,15 @@ def test_stage_chooses_the_overlay_mesh(predictor, network_run):
         param = i2l.param_stage(predictor.net.param_regressor, predictor.smpl, predictor.joint_regressor,
                                 predictor.joint_regressor @ mesh)
     raw = {"joint_coord_img": network_run["joint_coord_img"][:1], "mesh_coord_img": mesh.numpy(),
-           "pose": param.pose.numpy(), "betas": param.betas.numpy(), "mesh_coord_cam": param.mesh.numpy()}
+           "pose": param.pose.numpy(), "betas": param.betas.numpy(), "mesh_coord_cam": param.mesh.numpy(),
+           "pelvis": param.pelvis.numpy()}
     lixel = predictor.postprocess(frame, raw)
     assert set(lixel.rows) == set(predictor.empty_rows()) == {
-        "bbox", "principal_point", "joints_img", "global_orient", "body_pose", "betas", "mesh_cam", "mesh_cam_param"}
+        "bbox", "principal_point", "joints_img", "global_orient", "body_pose", "betas", "cam_t", "mesh_cam",
+        "mesh_cam_param"}
+    # cam_t carries SMPL's own mesh to the parameter mesh (export places the body with it)
+    np.testing.assert_allclose(param.vertices[0].numpy() + lixel.rows["cam_t"][0], lixel.rows["mesh_cam_param"][0],
+                               atol=1e-5)
     h, w = img.shape[:2]
     np.testing.assert_array_equal(lixel.rows["principal_point"], [[w / 2, h / 2]])  # the centre used, stored
     np.testing.assert_array_equal(lixel.vertices, lixel.rows["mesh_cam"])

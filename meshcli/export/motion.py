@@ -77,6 +77,7 @@ def body_motion(results: Results, model: BodyModel, track: Track) -> BodyMotion:
         translation = np.asarray(results["cam_t"][rows], np.float64)
     else:
         translation = np.zeros((len(rows), 3))
-        results.notes.append("the NPZ has no 'cam_t' (I2L-MeshNet rows): the body stays at the origin")
+        results.notes.append("the NPZ has no 'cam_t' (an I2L-MeshNet NPZ of meshcli before it stored one): the "
+                             "body stays at the origin")
     root = (rest.joints[0] + translation) @ CAMERA_TO_Y_UP.T
     return BodyMotion(track, betas, rest, model.parents, rotations, root)

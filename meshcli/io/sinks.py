@@ -480,23 +480,24 @@ class JsonSink(FileSink):
 
 
 class MeshSink(FilesSink):
-    """``--save-mesh``: DIR/<input>_meshes/<frame>_<person>.obj, the mesh at its ``cam_t``."""
+    """``--save-mesh``: DIR/<input>_meshes/<frame>_<person>.obj, the mesh in camera space (at its ``cam_t``
+    unless the method's meshes are there already)."""
 
-    def __init__(self, out_dir: Path, faces: np.ndarray):
+    def __init__(self, out_dir: Path, faces: np.ndarray, in_camera_space: bool):
         super().__init__(out_dir)
         self.faces = faces
+        self.in_camera_space = in_camera_space
 
     def write(self, frame, annotated, result):
         stem = f"{frame.index:06d}" if "#" in frame.name else Path(frame.name).stem
         for k in range(result.num_people):
-            # I2L's meshes are already in camera space (no cam_t row)
-            offset = result.rows["cam_t"][k] if "cam_t" in result.rows else 0.0
+            offset = 0.0 if self.in_camera_space else result.rows["cam_t"][k]
             write_obj(self.staged_path(f"{stem}_{k:02d}.obj"), result.vertices[k] + offset, self.faces)
 
 
-def mesh_sink(faces: np.ndarray):
+def mesh_sink(faces: np.ndarray, in_camera_space: bool):
     """The pipeline's sink factory for ``MeshSink``."""
-    return lambda inp, out_dir, fields: MeshSink(out_dir / f"{inp.name}_meshes", faces)
+    return lambda inp, out_dir, fields: MeshSink(out_dir / f"{inp.name}_meshes", faces, in_camera_space)
 
 
 def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> None:

@@ -91,6 +91,7 @@ class BodyPredictor(Predictor):
     focal: ClassVar[float]  # the method's camera focal length, in crop pixels
     # OpenPose files hold several people; the official demos reconstruct one of them.
     openpose_choice: ClassVar[str] = "all"  # "all" | "most_confident" | "first"
+    meshes_in_camera_space: ClassVar[bool] = False  # a result's vertices: in model space, placed by cam_t
 
     def __init__(self, weights: str | Path | None, variant: str | None = None,
                  device: str | torch.device = "cpu", *, smpl: str | Path | SMPLModel | None = None,

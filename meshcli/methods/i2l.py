@@ -216,7 +216,8 @@ class ParamOutput:
     pose: torch.Tensor  # (B, 72) axis-angle, joint 0 = global orientation
     betas: torch.Tensor  # (B, 10)
     vertices: torch.Tensor  # (B, 6890, 3) SMPL output
-    mesh: torch.Tensor  # (B, 6890, 3) the same relative to the pelvis (regressed from the posed mesh)
+    pelvis: torch.Tensor  # (B, 3) its pelvis, regressed from the posed mesh
+    mesh: torch.Tensor  # (B, 6890, 3) the same relative to the pelvis
 
 
 def param_stage(regressor: ParamRegressor, smpl: SMPLModel, joint_regressor: torch.Tensor,
@@ -226,17 +227,16 @@ def param_stage(regressor: ParamRegressor, smpl: SMPLModel, joint_regressor: tor
     rotmat = rot6d_to_rotmat(pose6d)
     # Through axis-angle and back inside SMPL, as the official model does.
     pose = rotmat_to_axis_angle(rotmat).reshape(len(pose6d), -1)
-    vertices, mesh = pelvis_relative_mesh(smpl, joint_regressor, betas, pose)
-    return ParamOutput(joints_lixel, pose6d, rotmat, pose, betas, vertices, mesh)
+    vertices, pelvis = mesh_and_pelvis(smpl, joint_regressor, betas, pose)
+    return ParamOutput(joints_lixel, pose6d, rotmat, pose, betas, vertices, pelvis, vertices - pelvis[:, None])
 
 
-def pelvis_relative_mesh(smpl: SMPLModel, joint_regressor: torch.Tensor, betas: torch.Tensor,
-                         pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """SMPL's mesh of (B, 10) betas and (B, 72) axis-angle pose, and the same moved so its regressed pelvis
-    is at the origin."""
+def mesh_and_pelvis(smpl: SMPLModel, joint_regressor: torch.Tensor, betas: torch.Tensor,
+                    pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SMPL's mesh (B, 6890, 3) of (B, 10) betas and (B, 72) axis-angle pose, and its pelvis (B, 3) as I2L
+    regresses it from the mesh."""
     vertices = smpl(betas, pose).vertices
-    root = torch.einsum("v,bvc->bc", joint_regressor[0], vertices)
-    return vertices, vertices - root[:, None]
+    return vertices, torch.einsum("v,bvc->bc", joint_regressor[0], vertices)
 
 
 # ----------------------------------------------------------------------------- checkpoint
@@ -428,6 +428,7 @@ class I2LPredictor(BodyPredictor):
     """
 
     method = "i2l"
+    meshes_in_camera_space = True  # both of its meshes come out in camera space
 
     def __init__(self, weights: str | Path | None, variant: str | None = None,
                  device: str | torch.device = "cpu", *, stage: str = "lixel", bbox=None, focal=DEFAULT_FOCAL,
@@ -487,7 +488,7 @@ class I2LPredictor(BodyPredictor):
         if self.param_trained:
             param = param_stage(self.net.param_regressor, self.smpl, self.joint_regressor,
                                 self.joint_regressor @ vertices)
-            out.update(pose=param.pose, betas=param.betas, mesh_coord_cam=param.mesh)
+            out.update(pose=param.pose, betas=param.betas, mesh_coord_cam=param.mesh, pelvis=param.pelvis)
         return out
 
     def postprocess(self, prepared: BodyFrame, raw: dict[str, np.ndarray]) -> BodyResult:
@@ -502,8 +503,9 @@ class I2LPredictor(BodyPredictor):
             person = {"joints_img": cam["joints_img"], "mesh_cam": cam["mesh_cam"]}
             if self.param_trained:
                 pose = raw["pose"][k]
+                # the parameter mesh is SMPL's moved by cam_t (its pelvis to the root's camera position)
                 person.update(global_orient=pose[:3], body_pose=pose[3:], betas=raw["betas"][k],
-                              mesh_cam_param=cam["mesh_cam_param"])
+                              cam_t=cam["root_cam"] - raw["pelvis"][k], mesh_cam_param=cam["mesh_cam_param"])
             people.append(person)
         rows = {"bbox": np.stack([p.box for p in prepared.people]).astype(np.float64),
                 "principal_point": np.tile(np.asarray(principal, np.float64), (len(people), 1))}  # the one used
@@ -514,12 +516,12 @@ class I2LPredictor(BodyPredictor):
     def image_joints(self, rows: dict[str, np.ndarray]) -> np.ndarray:
         return rows["joints_img"][..., :2]
 
-    def param_mesh(self, betas: np.ndarray, pose: np.ndarray) -> np.ndarray:
-        """(P, 6890, 3) the parameter stage's pelvis-relative mesh of SMPL parameters (betas (P, 10), axis-angle
-        pose (P, 72)), metres; the temporal stage recomputes the mesh of smoothed parameters with it."""
+    def param_mesh(self, betas: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mesh (P, 6890, 3), pelvis (P, 3)) of SMPL parameters (betas (P, 10), axis-angle pose (P, 72)) as the
+        parameter stage computes them, metres; the temporal stage recomputes smoothed meshes with it."""
         tensors = (torch.as_tensor(a, dtype=torch.float32, device=self.device) for a in (betas, pose))
         with torch.no_grad():
-            return pelvis_relative_mesh(self.smpl, self.joint_regressor, *tensors)[1].cpu().numpy()
+            return tuple(t.cpu().numpy() for t in mesh_and_pelvis(self.smpl, self.joint_regressor, *tensors))
 
     # -- outputs
 
@@ -532,8 +534,11 @@ class I2LPredictor(BodyPredictor):
             shapes["mesh_cam"] = (v, 3)
             if self.param_trained:
                 shapes["mesh_cam_param"] = (v, 3)
-        return {"bbox": np.zeros((0, 4)), "principal_point": np.zeros((0, 2)),
+        rows = {"bbox": np.zeros((0, 4)), "principal_point": np.zeros((0, 2)),
                 **{k: np.zeros((0, *s), np.float32) for k, s in shapes.items()}}
+        if self.param_trained:
+            rows["cam_t"] = np.zeros((0, 3))
+        return rows
 
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
