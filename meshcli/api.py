@@ -14,7 +14,7 @@ from typing import Any
 
 from . import records
 from . import weights as store
-from .device import resolve_device
+from .device import check_half, resolve_device
 from .errors import MeshcliError
 from .io.sinks import coco_sink, mesh_sink
 from .methods import METHODS, spec
@@ -28,12 +28,13 @@ DEKR_DETECTOR_VARIANT = "w32-coco"  # the person detector body methods use
 
 
 def load(method: str, variant: str | None = None, weights: str | Path | None = None, *, device: str = "auto",
-         random_weights: bool = False, **options: Any) -> Predictor:
+         half: bool = False, random_weights: bool = False, **options: Any) -> Predictor:
     """A ready predictor: ``load("hmr", smpl="smpl.pkl").predict(image)``.
 
-    ``weights`` is a checkpoint file (default: the store's for the variant); ``random_weights`` builds
-    untrained networks, the person detector included (outputs are stamped untrained). ``options`` are the
-    method's own (``meshcli.methods.METHODS[method].options``), named as the CLI's options with ``_``.
+    ``weights`` is a checkpoint file (default: the store's for the variant); ``half`` runs the networks (the
+    person detector's too) in fp16 autocast, CUDA only; ``random_weights`` builds untrained networks, the
+    person detector included (outputs are stamped untrained). ``options`` are the method's own
+    (``meshcli.methods.METHODS[method].options``), named as the CLI's options with ``_``.
     """
     method_spec = spec(method)
     unknown = [k for k in options if k not in method_spec.options]
@@ -45,6 +46,7 @@ def load(method: str, variant: str | None = None, weights: str | Path | None = N
     variant = method_spec.choose_variant(variant)
     path = store.resolve(method, variant, weights, random_weights)
     dev = resolve_device(device)
+    check_half(half, dev)
     if method == "dekr":
         options.update(rescore_options(variant, options.pop("rescore", True), options.pop("rescore_weights", None),
                                        random_weights))
@@ -55,9 +57,16 @@ def load(method: str, variant: str | None = None, weights: str | Path | None = N
             raise MeshcliError(None, f"{' and '.join(given)} both choose the people to crop",
                                "give only one of --detector, --openpose, --boxes"
                                + (", --bbox" if "bbox" in method_spec.options else ""))
+        detect_size = options.pop("detect_size", None)
         if options.get("bbox") is None:
-            options["people"] = person_source(**sources, device=str(dev), random_weights=random_weights)
-    return method_spec.predictor_class()(path, variant=variant, device=dev, **options)
+            options["people"] = person_source(**sources, detect_size=detect_size, device=str(dev), half=half,
+                                              random_weights=random_weights)
+        elif detect_size is not None:
+            raise MeshcliError(None, "--detect-size sets the DEKR detector's input, but --bbox gives the person",
+                               "drop --detect-size")
+    predictor = method_spec.predictor_class()(path, variant=variant, device=dev, **options)
+    predictor.half = half
+    return predictor
 
 
 def rescore_options(variant: str, rescore: bool | str, rescore_weights: str | Path | None,
@@ -82,26 +91,37 @@ def rescore_options(variant: str, rescore: bool | str, rescore_weights: str | Pa
 
 
 def person_source(detector: str | None = None, openpose: str | Path | None = None, boxes: str | Path | None = None,
-                  *, device: str = "auto", random_weights: bool = False) -> PersonSource:
+                  *, detect_size: int | None = None, device: str = "auto", half: bool = False,
+                  random_weights: bool = False) -> PersonSource:
     """Who body methods reconstruct, from --detector / --openpose / --boxes (checked before any frame).
 
     Without any, DEKR finds the people when its weights are in the store (or with random weights),
-    else the whole frame is one person.
+    else the whole frame is one person. ``detect_size`` is DEKR's input short side (default its full size).
     """
+    chosen = detector
+    if detector is None and openpose is None and boxes is None:
+        detector = "dekr" if records.record_for("dekr", DEKR_DETECTOR_VARIANT).present() else "full"
+    if detector is not None and detector not in DETECTORS:
+        raise MeshcliError(None, f"unknown --detector {detector}", f"use one of {', '.join(DETECTORS)}")
+    if detect_size is not None and detector != "dekr":
+        given = ("--openpose" if openpose is not None else "--boxes" if boxes is not None
+                 else f"--detector {detector}" if chosen else "the whole frame (DEKR's weights are not in the store)")
+        raise MeshcliError(None, f"--detect-size sets the DEKR detector's input, but people come from {given}",
+                           "use --detector dekr (its weights must be in the store) or drop --detect-size")
     if openpose is not None:
         return OpenPoseJson(openpose)
     if boxes is not None:
         return BoxesJson(boxes)
-    if detector is None:
-        detector = "dekr" if records.record_for("dekr", DEKR_DETECTOR_VARIANT).present() else "full"
     if detector == "full":
         return WholeFrame()
     if detector == "hog":
         return HogPeople()
-    if detector != "dekr":
-        raise MeshcliError(None, f"unknown --detector {detector}", f"use one of {', '.join(DETECTORS)}")
-    return DekrPeople(load("dekr", DEKR_DETECTOR_VARIANT, device=device, random_weights=random_weights,
-                           rescore="auto"))
+    if detect_size is not None:
+        from .methods.dekr import check_input_size
+
+        check_input_size(detect_size, records.record_for("dekr", DEKR_DETECTOR_VARIANT).input_size, "--detect-size")
+    return DekrPeople(load("dekr", DEKR_DETECTOR_VARIANT, device=device, half=half, random_weights=random_weights,
+                           rescore="auto", input_size=detect_size))
 
 
 def run(method: str | Predictor, inputs: str | Path | Sequence[str | Path], out: str | Path = "meshcli_out", *,

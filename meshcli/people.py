@@ -103,6 +103,10 @@ class PersonSource:
         """The people of each prepared frame, in order."""
         return [self.people(frame) for frame in prepared]
 
+    def metadata(self) -> dict[str, Any]:
+        """Per-input NPZ fields that describe the source, besides its ``name``."""
+        return {}
+
     def people(self, frame: Frame) -> list[Person]:
         raise NotImplementedError
 
@@ -326,6 +330,8 @@ class DekrPeople(NetworkPersonSource):
 
     DEKR regresses every joint of a person, so all 17 count; people scoring
     below ``min_score`` (DEKR's own drawing threshold by default) are left out.
+    The network may run at a smaller input than its own (``--detect-size``):
+    boxes need only coarse joints, and DEKR maps them back to image pixels.
     """
 
     name = "dekr"
@@ -333,6 +339,9 @@ class DekrPeople(NetworkPersonSource):
     def __init__(self, network: FrameNetwork, min_score: float = 0.3):
         super().__init__(network)
         self.min_score = min_score
+
+    def metadata(self) -> dict[str, Any]:
+        return {"detect_size": self.network.input_size}
 
     def people_in(self, result: FrameResult) -> list[Person]:
         rows = result.rows

@@ -45,6 +45,7 @@ KEYS: tuple[Key, ...] = (
     Key("weights", "every", "input", "() str", "weights file name, or `untrained (random weights)`"),
     Key("weights_sha256", "every", "input", "() str", "its sha256 (empty when untrained)"),
     Key("untrained", "every", "input", "() bool", "made with --random-weights"),
+    Key("half", "every", "input", "() bool", "the networks ran in fp16 autocast on a CUDA GPU (`--half`)"),
     Key("joint_names", "every", "input", "(J,) str", "names of the J joints of the joint rows"),
     # -- pose (DEKR)
     Key("keypoints", "pose", "row", "(P, J, 3) float32", "x, y in original-image pixels and the joint score"),
@@ -52,6 +53,7 @@ KEYS: tuple[Key, ...] = (
     Key("bbox", "pose", "row", "(P, 4) float32", "x0, y0, x1, y1 of the keypoints, original-image pixels"),
     Key("skeleton", "pose", "input", "(L, 2) int64", "joint index pairs drawn as limbs"),
     Key("scales", "pose", "input", "(S,) float", "test scales"),
+    Key("input_size", "pose", "input", "() int", "network input short side at scale 1, pixels"),
     Key("flip_test", "pose", "input", "() bool", "flip test on"),
     Key("nms_threshold", "pose", "input", "() float", "pose NMS threshold"),
     Key("center_threshold", "pose", "input", "() float", "minimum centre-map score of a person"),
@@ -74,6 +76,8 @@ KEYS: tuple[Key, ...] = (
     Key("joints2d", "body", "row", "(P, J, 2) float64", "joints in original-image pixels"),
     Key("vertices", "body", "row", "(P, 6890, 3) float32", "mesh in model space (--save-vertices)"),
     Key("detector", "body", "input", "() str", "person source: dekr, full, openpose, boxes or bbox"),
+    Key("detect_size", "body", "input", "() int", "the DEKR detector's input short side, pixels (`--detect-size`; "
+                                                  "with `--detector dekr`)"),
     Key("smpl", "body", "input", "() str", "SMPL file name"),
     Key("smpl_sha256", "body", "input", "() str", "its sha256 (empty for a model given in Python)"),
     Key("renderer", "body", "input", "() str", "overlay renderer that ran"),

@@ -23,6 +23,7 @@ PROFILE = np.array([[0.00, 0.10, 0.08], [0.08, 0.16, 0.10], [0.45, 0.17, 0.10], 
                     [1.50, 0.07, 0.06], [1.55, 0.08, 0.08], [1.65, 0.10, 0.10], [1.74, 0.06, 0.06]])
 HEIGHT = 1.75
 PELVIS_HEIGHT = 0.95  # SMPL's rest frame has the pelvis near the origin
+PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]  # SMPL's kinematic tree
 
 
 def body_surface() -> tuple[np.ndarray, np.ndarray]:
@@ -49,11 +50,19 @@ def body_surface() -> tuple[np.ndarray, np.ndarray]:
     return verts, np.concatenate(faces).astype(np.int64)
 
 
-def write_standin_smpl(path: Path, fake_smpl: Path) -> Path:
-    """The shared stand-in SMPL (``fake_smpl.py``'s arrays) with the body surface: a pickle at ``path``."""
-    subprocess.run([sys.executable, str(fake_smpl), str(path)], check=True)
-    with open(path, "rb") as fh:
-        model = pickle.load(fh)
+def write_standin_smpl(path: Path, fake_smpl: Path | None = None) -> Path:
+    """The shared stand-in SMPL (``fake_smpl.py``'s arrays) with the body surface: a pickle at ``path``.
+
+    Without ``fake_smpl`` (a machine with this repository only) the arrays the surface does not replace are
+    made here: SMPL's kinematic tree, and the COCO-plus regressor from the first 19 joints' bands.
+    """
+    if fake_smpl is not None:
+        subprocess.run([sys.executable, str(fake_smpl), str(path)], check=True)
+        with open(path, "rb") as fh:
+            model = pickle.load(fh)
+    else:
+        model = {"kintree_table": np.array([[2**32 - 1] + PARENTS[1:], list(range(len(PARENTS)))], np.int64),
+                 "posedirs": np.zeros((6890, 3, 207)), "shapedirs": np.zeros((6890, 3, 10))}
     verts, faces = body_surface()
     joints = len(model["kintree_table"][0])
     # Joints spread along the body's height; each vertex follows the joint nearest its own height.
@@ -67,6 +76,7 @@ def write_standin_smpl(path: Path, fake_smpl: Path) -> Path:
     model.update(v_template=verts, f=faces.astype(np.uint32), weights=weights, J_regressor=regressor,
                  posedirs=np.zeros_like(model["posedirs"]),
                  shapedirs=0.02 * verts[:, :, None] * np.linspace(1, -1, model["shapedirs"].shape[2]))
+    model.setdefault("cocoplus_regressor", regressor[:19])
     with open(path, "wb") as fh:
         pickle.dump(model, fh, protocol=2)
     return path

@@ -18,6 +18,7 @@ from .common import (
     Annotate,
     BatchSize,
     Device,
+    Half,
     RandomWeights,
     Weights,
     guarded,
@@ -34,7 +35,7 @@ THREADS = {"decode": ("decode", "preprocess"), "detect": ("detect",), "model": (
 def benchmark(inputs: list[str], method: str, variant: str | None = None, weights: Path | None = None,
               random_weights: bool = False, batch_size: int = 8, device: str = "auto",
               options: dict | None = None, annotate: bool = True, progress: bool = False, repeat: int = 1,
-              temporal=None) -> dict:
+              temporal=None, half: bool = False) -> dict:
     """Run the whole pipeline ``repeat`` times (outputs to a temporary folder); the median of each timing.
 
     Each stage's share is its seconds over the wall time. Stages of one thread run one after another, so a
@@ -45,7 +46,7 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
     options = dict(options or {})
     if method == "dekr":  # DEKR rescores with the store's net when it is there
         options.setdefault("rescore", "auto")
-    predictor = load(method, variant, weights, device=device, random_weights=random_weights, **options)
+    predictor = load(method, variant, weights, device=device, half=half, random_weights=random_weights, **options)
     runs = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="meshcli-bench-") as out:
@@ -57,7 +58,8 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
     busy = {thread: sum(seconds[s] for s in stages) / wall if wall else 0.0 for thread, stages in THREADS.items()}
     bottleneck_thread = max(busy, key=busy.get)
     return {
-        "method": method, "variant": predictor.variant, "device": str(predictor.device), "batch_size": batch_size,
+        "method": method, "variant": predictor.variant, "device": str(predictor.device), "half": half,
+        "batch_size": batch_size,
         "annotate": annotate, "untrained": predictor.weights.untrained, "inputs": inputs, "frames": frames,
         "repeat": repeat, "temporal": dataclasses.asdict(temporal or TemporalOptions()),
         "settings": {k: v for k, v in predictor.metadata().items() if isinstance(v, (bool, int, float, str))},
@@ -105,6 +107,7 @@ def register(app: typer.Typer) -> None:
             "dekr (DEKR finds the people first: its time is the detect stage).")] = "full",
         batch_size: BatchSize = 8,
         device: Device = "auto",
+        half: Half = False,
         annotate: Annotate = True,
         repeat: Annotated[int, typer.Option("--repeat", min=1, help="Run N times; report each timing's median.")] = 1,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -120,13 +123,14 @@ def register(app: typer.Typer) -> None:
         if spec(method).task == "body":
             options = {"smpl": smpl, "detector": detector, **options}
         result = benchmark(inputs, method, variant, weights, random_weights, batch_size, device, options,
-                           annotate, progress=not as_json, repeat=repeat, temporal=temporal)
+                           annotate, progress=not as_json, repeat=repeat, temporal=temporal, half=half)
         if as_json:
             typer.echo(json.dumps(result, indent=1))
             if result["failures"]:
                 raise typer.Exit(1)
             return
-        table = Table(title=f"meshcli bench: {method} {result['variant']} on {result['device']}, "
+        table = Table(title=f"meshcli bench: {method} {result['variant']} on {result['device']}"
+                            + (" in fp16" if half else "") + ", "
                             f"batch {batch_size}, {result['frames']} frames"
                             + (f", median of {repeat} runs" if repeat > 1 else "")
                             + (" (untrained weights)" if result["untrained"] else ""))

@@ -12,6 +12,7 @@ from .common import (
     Annotate,
     BatchSize,
     Device,
+    Half,
     Inputs,
     KeepPartial,
     Out,
@@ -58,6 +59,10 @@ def register(app: typer.Typer) -> None:
             "--detector", help="Who to reconstruct: dekr (people found by DEKR; the default when its weights "
             "are in the store), hog (OpenCV's built-in HOG people detector: no download, weaker) or full (the "
             "whole frame is one person).", show_default=False)] = None,
+        detect_size: Annotated[int | None, typer.Option(
+            "--detect-size", help="Run the DEKR detector at this input short side in pixels (a multiple of 64 "
+            "from 128 to 512, its full size): faster, coarser boxes, in the original image's pixels.",
+            show_default=False)] = None,
         openpose: Annotated[Path | None, typer.Option(
             "--openpose", help="OpenPose keypoint JSON: one file, or a folder of per-frame files "
             "(<image>_keypoints.json, <video>_<12-digit frame>_keypoints.json); the method's own crop rule and "
@@ -99,6 +104,7 @@ def register(app: typer.Typer) -> None:
         out: Out = Path("meshcli_out"),
         batch_size: BatchSize = 8,
         device: Device = "auto",
+        half: Half = False,
         random_weights: RandomWeights = False,
         annotate: Annotate = True,
         keep_partial: KeepPartial = False,
@@ -112,9 +118,9 @@ def register(app: typer.Typer) -> None:
         spec(method, "body")
         given = dict(locals())
         i2l_options = {k: given[k] for k in I2L_OPTIONS if given[k] is not None}
-        predictor = load(method, variant, weights, device=device, random_weights=random_weights, smpl=smpl,
-                         detector=detector, openpose=openpose, boxes=boxes, save_vertices=save_vertices,
-                         renderer=renderer, detect_every=detect_every, **i2l_options)
+        predictor = load(method, variant, weights, device=device, half=half, random_weights=random_weights,
+                         smpl=smpl, detector=detector, detect_size=detect_size, openpose=openpose, boxes=boxes,
+                         save_vertices=save_vertices, renderer=renderer, detect_every=detect_every, **i2l_options)
         if not quiet:
             say_person_source(predictor.source.name, detector, inputs)
         hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor, save_mesh), keep_partial,

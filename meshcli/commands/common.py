@@ -25,6 +25,8 @@ Inputs = Annotated[list[str], typer.Argument(help="Images, folders, globs (quote
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder; outputs are named after each input.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Frames (or crops) per device batch.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+Half = Annotated[bool, typer.Option("--half", help="Run the networks in fp16 (autocast) on a CUDA GPU: faster, "
+                                    "outputs differ slightly from float32. Refused on the CPU.")]
 Weights = Annotated[Path | None, typer.Option("--weights", help="Use this checkpoint file instead of the store's.",
                                                show_default=False)]
 RandomWeights = Annotated[bool, typer.Option("--random-weights", help="Untrained weights, to check an install or "

@@ -13,6 +13,7 @@ from .common import (
     Annotate,
     BatchSize,
     Device,
+    Half,
     KeepPartial,
     Out,
     Quiet,
@@ -69,6 +70,7 @@ def register(app: typer.Typer) -> None:
         out: Out = Path("meshcli_out"),
         batch_size: BatchSize = 16,
         device: Device = "auto",
+        half: Half = False,
         random_weights: RandomWeights = False,
         annotate: Annotate = True,
         keep_partial: KeepPartial = False,
@@ -80,7 +82,7 @@ def register(app: typer.Typer) -> None:
         from ..methods import spec
 
         spec(method, "hand")
-        predictor = load(method, variant, weights, device=device, random_weights=random_weights,
+        predictor = load(method, variant, weights, device=device, half=half, random_weights=random_weights,
                          intrinsics=intrinsics, depth_format=depth_format, depth_scale=depth_scale, centre=centre,
                          centres=centres, centres_format=centres_format, cube=cube, mirror=mirror, order=order)
         hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor), keep_partial, temporal)

@@ -11,6 +11,7 @@ from .common import (
     Annotate,
     BatchSize,
     Device,
+    Half,
     Inputs,
     KeepPartial,
     Out,
@@ -55,6 +56,7 @@ def register(app: typer.Typer) -> None:
         out: Out = Path("meshcli_out"),
         batch_size: BatchSize = 4,
         device: Device = "auto",
+        half: Half = False,
         random_weights: RandomWeights = False,
         annotate: Annotate = True,
         keep_partial: KeepPartial = False,
@@ -66,7 +68,7 @@ def register(app: typer.Typer) -> None:
         from ..methods import spec
 
         spec(method, "pose")
-        predictor = load(method, variant, weights, device=device, random_weights=random_weights, scales=scales,
-                         flip=flip, nms_threshold=nms_threshold, rescore=rescore, rescore_weights=rescore_weights,
-                         person_thr=person_thr, kpt_thr=kpt_thr)
+        predictor = load(method, variant, weights, device=device, half=half, random_weights=random_weights,
+                         scales=scales, flip=flip, nms_threshold=nms_threshold, rescore=rescore,
+                         rescore_weights=rescore_weights, person_thr=person_thr, kpt_thr=kpt_thr)
         hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor), keep_partial, temporal)

@@ -63,12 +63,14 @@ class MethodSpec:
             copy(src, dst)
 
 
-# Options every body method takes; ``detector``, ``openpose``, ``boxes`` and ``bbox`` choose the people.
-BODY_OPTIONS = ("smpl", "detector", "openpose", "boxes", "save_vertices", "renderer", "detect_every")
+# Options every body method takes; ``detector``, ``openpose``, ``boxes`` and ``bbox`` choose the people,
+# ``detect_size`` is the DEKR detector's input size.
+BODY_OPTIONS = ("smpl", "detector", "detect_size", "openpose", "boxes", "save_vertices", "renderer", "detect_every")
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("dekr", "pose", "meshcli.methods.dekr:DekrPredictor", validator="meshcli.methods.dekr:validate_checkpoint",
-               options=("scales", "flip", "nms_threshold", "rescore", "rescore_weights", "person_thr", "kpt_thr")),
+               options=("scales", "flip", "nms_threshold", "rescore", "rescore_weights", "person_thr", "kpt_thr",
+                        "input_size")),
     MethodSpec("hmr", "body", "meshcli.methods.hmr:HmrPredictor", converter="meshcli.methods.hmr:convert_checkpoint",
                options=BODY_OPTIONS),
     MethodSpec("spin", "body", "meshcli.methods.spin:SpinPredictor", validator="meshcli.methods.spin:validate_checkpoint",

@@ -44,6 +44,7 @@ class Predictor:
     device: torch.device
     weights: WeightsInfo
     detector: PersonSource | None = None  # a network person source: run by the pipeline's detect stage
+    half: bool = False  # networks run under fp16 autocast (--half, CUDA only; set by meshcli.load)
 
     def read_image(self, path: Path) -> np.ndarray:
         """Decode one image file into what ``preprocess`` takes."""
@@ -75,6 +76,7 @@ class Predictor:
         meta = {"method": self.method, "variant": self.variant}
         meta.update(self.weights.npz_fields())
         meta["untrained"] = self.weights.untrained
+        meta["half"] = self.half
         return meta
 
     def __call__(self, frames: list[Frame]) -> list[FrameResult]:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .. import records
-from ..device import resolve_device
+from ..device import resolve_device, to_device
 from ..draw import person_colours, track_labels
 from ..errors import MeshcliError
 from ..io.smplfile import require_smpl
@@ -200,7 +200,7 @@ class BodyPredictor(Predictor):
         crops = [c.input for f in prepared for c in f.crops]
         outs: list[dict[str, np.ndarray]] = []
         for start in range(0, len(crops), CROP_CHUNK):
-            x = torch.from_numpy(np.stack(crops[start:start + CROP_CHUNK])).to(self.device)
+            x = to_device(torch.from_numpy(np.stack(crops[start:start + CROP_CHUNK])), self.device)
             outs.append({k: v.float().cpu().numpy() for k, v in self.regress(x).items()})
         if outs:
             merged = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
@@ -248,6 +248,7 @@ class BodyPredictor(Predictor):
 
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
+        meta.update(self.source.metadata())
         meta.update({"detector": self.source.name, "smpl": self.smpl_name,
                      "smpl_sha256": self.smpl_sha256,
                      "renderer": self._renderer.backend if self._renderer is not None else "none (no overlay drawn)",

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import load_state_dict_strict, torch_load
-from ..device import resolve_device
+from ..device import autocast, resolve_device, to_device
 from ..draw import draw_box, draw_skeleton, person_colours
 from ..errors import MeshcliError
 from ..options import parse_floats
@@ -280,6 +280,15 @@ def resize_geometry(image_hw: tuple[int, int], input_size: int, s: float
     return size, center, scale
 
 
+def check_input_size(size: int, full: int, option: str) -> int:
+    """A smaller network input short side than the variant's ``full`` one: a multiple of 64 (the long side
+    is rounded to 64 too, and the output grid to ``STRIDE``), at least 128 (a 32x32 output grid)."""
+    if not (isinstance(size, int) and 128 <= size <= full and size % 64 == 0):
+        raise MeshcliError(None, f"{option} {size}: DEKR's input short side must be a multiple of 64 from 128 to "
+                           f"{full} (its full size)", "e.g. 256 or 384")
+    return size
+
+
 def affine_matrix(center: np.ndarray, scale: np.ndarray, size: tuple[int, int],
                   inverse: bool = False) -> np.ndarray:
     """Image -> input affine (or its inverse) from three point pairs, as the official code builds it.
@@ -478,10 +487,13 @@ class DekrPredictor(Predictor):
                  device: str | torch.device = "cpu", *, scales: Sequence[float] = (1.0,), flip: bool = True,
                  nms_threshold: float | None = None, rescore: bool = True,
                  rescore_weights: str | Path | None = None, center_threshold: float = CENTER_THRESHOLD,
-                 max_people: int = MAX_PEOPLE, person_thr: float | None = None, kpt_thr: float = 0.0):
+                 max_people: int = MAX_PEOPLE, person_thr: float | None = None, kpt_thr: float = 0.0,
+                 input_size: int | None = None):
         self.variant = METHODS["dekr"].choose_variant(variant)
         self.cfg = VARIANTS[self.variant]
-        self.input_size = record_for("dekr", self.variant).input_size
+        full_size = record_for("dekr", self.variant).input_size
+        # a smaller input (the body detector's --detect-size) trades keypoint precision for speed
+        self.input_size = full_size if input_size is None else check_input_size(input_size, full_size, "input_size")
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         scales = parse_floats(scales, None, "--scales", "0.5,1,2")
         self.scales = sorted(scales, reverse=True)
@@ -550,10 +562,12 @@ class DekrPredictor(Predictor):
     def merged_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(heatmap, posemap) of a normalised batch, flip-merged when flip test is on."""
         n = len(x)
+        with autocast(self.device, self.half):
+            heat, offset = self.model((torch.cat([x, flip_input(x)]) if self.flip else x)
+                                      .contiguous(memory_format=torch.channels_last))
+        heat, offset = heat.float(), offset.float()
         if not self.flip:
-            heat, offset = self.model(x.contiguous(memory_format=torch.channels_last))
             return heat, regressed_poses(offset)
-        heat, offset = self.model(torch.cat([x, flip_input(x)]).contiguous(memory_format=torch.channels_last))
         return merge_flip(heat[:n], offset[:n], heat[n:], offset[n:], self.cfg["flip_index"])
 
     @torch.inference_mode()
@@ -566,7 +580,7 @@ class DekrPredictor(Predictor):
             for i, item in enumerate(prepared):
                 groups.setdefault(tuple(item.inputs[si].shape), []).append(i)
             for members in groups.values():
-                batch = torch.stack([prepared[i].inputs[si] for i in members]).to(self.device)
+                batch = to_device(torch.stack([prepared[i].inputs[si] for i in members]), self.device)
                 heat, posemap = self.merged_outputs(batch)
                 up = upsample_heatmap(heat, ratio / s)
                 for b, i in enumerate(members):
@@ -656,6 +670,7 @@ class DekrPredictor(Predictor):
             "joint_names": np.array(self.joint_names),
             "skeleton": np.array(self.skeleton, np.int64),
             "scales": np.array(self.scales),
+            "input_size": self.input_size,
             "flip_test": self.flip,
             "nms_threshold": self.nms_threshold,
             "center_threshold": self.center_threshold,

@@ -44,6 +44,7 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoints import build_loaded, load_state_dict_strict, torch_load
+from ..device import autocast
 from ..errors import MeshcliError
 from ..models.resnet_v2 import ResNetV2, tf_variable_map as resnet_variable_map
 from ..io.smplfile import NUM_COCOPLUS, NUM_VERTS
@@ -286,7 +287,9 @@ class HmrPredictor(BodyPredictor):
         return PersonCrop(normalise(crop), region, {"scale": scale, "start": start})
 
     def regress(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        theta = self.net(x)[1][:, -1]
+        with autocast(self.device, self.half):
+            theta = self.net(x)[1][:, -1]
+        theta = theta.float()  # SMPL and the cameras stay float32
         cam, pose, betas = theta[:, :3], theta[:, 3:75], theta[:, 75:]
         body = self.smpl(betas, pose)
         joints = torch.einsum("jv,bvc->bjc", self.net.cocoplus_regressor, body.vertices)

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import load_state_dict_strict, torch_load
+from ..device import autocast
 from ..draw import person_colours, track_labels
 from ..errors import MeshcliError
 from ..models.resnet import ResNet
@@ -483,7 +484,9 @@ class I2LPredictor(BodyPredictor):
         return PersonCrop(crop_input(image, trans, self.crop_hw), region, {"inv_trans": inv_trans})
 
     def regress(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        joints, vertices = self.net(x)
+        with autocast(self.device, self.half):
+            joints, vertices = self.net(x)
+        joints, vertices = joints.float(), vertices.float()  # the parameter stage and SMPL stay float32
         out = {"joint_coord_img": joints, "mesh_coord_img": vertices}
         if self.param_trained:
             param = param_stage(self.net.param_regressor, self.smpl, self.joint_regressor,

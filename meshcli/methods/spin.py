@@ -36,6 +36,7 @@ from PIL import Image
 from torch import nn
 
 from ..checkpoints import build_loaded, load_state_dict_strict, torch_load
+from ..device import autocast
 from ..errors import MeshcliError
 from ..models.resnet import ResNet
 from ..smpl import rot6d_to_rotmat, rotmat_to_axis_angle
@@ -213,7 +214,9 @@ class SpinPredictor(BodyPredictor):
         return PersonCrop(normalise(crop), region, {})
 
     def regress(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        rotmat, betas, cam = self.net(x)
+        with autocast(self.device, self.half):
+            rotmat, betas, cam = self.net(x)
+        rotmat, betas, cam = rotmat.float(), betas.float(), cam.float()  # SMPL and the cameras stay float32
         body = self.smpl(betas, rotmat)
         pose = rotmat_to_axis_angle(rotmat)
         return {"global_orient": pose[:, 0], "body_pose": pose[:, 1:].reshape(len(x), -1), "betas": betas,

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import load_state_dict_strict, torch_load
-from ..device import resolve_device
+from ..device import autocast, resolve_device, to_device
 from ..draw import draw_skeleton
 from ..errors import MeshcliError
 from ..models.resnet import BasicBlock
@@ -522,8 +522,10 @@ class SrnPredictor(Predictor):
         todo = [i for i, p in enumerate(prepared) if p.input is not None]
         out: list[np.ndarray | None] = [None] * len(prepared)
         if todo:
-            batch = torch.from_numpy(np.stack([prepared[i].input for i in todo])).to(self.device)
-            final = self.model(batch)[0][-1].float().cpu().numpy()
+            batch = to_device(torch.from_numpy(np.stack([prepared[i].input for i in todo])), self.device)
+            with autocast(self.device, self.half):
+                final = self.model(batch)[0][-1]
+            final = final.float().cpu().numpy()
             for i, joints in zip(todo, final):
                 out[i] = joints
         return out
