@@ -2,9 +2,11 @@
 
 Nothing here executes code from a user's file: torch files are read with
 ``weights_only=True``. Before that, a torch zip is checked member by member: every
-member's CRC must match (a flipped byte inside a tensor is caught), and no member may
-declare more data than the file really holds (``torch.save`` never compresses, so a
-small deflated file that would expand to gigabytes is refused before anything is read).
+member's CRC must match (a flipped byte inside a tensor is caught), the members together
+may declare no more data than the method's architecture can fill (a file of another or a
+forged network is refused by its sizes), and no member may declare more data than the file
+really holds (``torch.save`` never compresses, so a small deflated file that would expand to
+gigabytes is refused before anything is read).
 """
 from __future__ import annotations
 
@@ -18,8 +20,12 @@ import torch
 from .errors import MeshcliError, first_line
 
 
-def torch_load(path: str | Path) -> object:
-    """Load a torch checkpoint without running code from it; errors name the file."""
+def torch_load(path: str | Path, holds: int) -> object:
+    """Load a torch checkpoint without running code from it; errors name the file.
+
+    ``holds`` is the size in bytes of the tensors the file is meant to fill (``tensor_bytes`` of
+    the architecture): a zip declaring more than a training snapshot of them can carry is refused.
+    """
     path = Path(path)
     if not path.is_file():
         raise MeshcliError(path, "weights file not found",
@@ -28,7 +34,7 @@ def torch_load(path: str | Path) -> object:
         raise MeshcliError(path, "weights file is empty (0 bytes)",
                            "download it again or re-run `meshcli weights import`")
     if zipfile.is_zipfile(path):
-        _check_zip(path)
+        _check_zip(path, holds)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -39,15 +45,33 @@ def torch_load(path: str | Path) -> object:
                            "the file may be truncated or of another format; download it again") from None
 
 
+def tensor_bytes(module: torch.nn.Module) -> int:
+    """Bytes of every tensor in ``module``'s state dict (counted from shapes: a meta module will do)."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
 # A member may declare at most this many times its stored bytes (torch stores members uncompressed).
 MAX_EXPANSION = 1.01
+# A checkpoint may hold its network's tensors this many times over: training snapshots (SPIN's, I2L's)
+# carry Adam's two moments per parameter beside the weights.
+TRAINING_COPIES = 3
+# What a checkpoint holds besides tensors (its pickle, version and byte-order records, optimizer settings).
+NON_TENSOR_BYTES = 8 << 20
 
 
-def _check_zip(path: Path) -> None:
-    """Declared sizes bounded by the stored bytes, then every member's CRC, before torch reads the file."""
+def _check_zip(path: Path, holds: int) -> None:
+    """Declared sizes bounded by the architecture and by the stored bytes, then every member's CRC,
+    before torch reads the file."""
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
+            declared = sum(info.file_size for info in infos)
+            if declared > TRAINING_COPIES * holds + NON_TENSOR_BYTES:
+                raise MeshcliError(path, f"its members declare {declared} bytes, more than a checkpoint of this "
+                                   f"network can hold ({holds} bytes of tensors; {TRAINING_COPIES}x with training "
+                                   "state): not this network's checkpoint, or a forged file",
+                                   "check --method and --variant, and use the checkpoint file as the authors "
+                                   "published it")
             for info in infos:
                 if info.file_size > MAX_EXPANSION * info.compress_size + 1024:
                     raise MeshcliError(path, f"member {info.filename} declares {info.file_size} bytes but stores "
@@ -107,13 +131,14 @@ def _shape(t: torch.Tensor) -> tuple[int, ...]:
 
 
 def build_loaded(make: Callable[[], torch.nn.Module], weights: str | Path | None,
-                 read: Callable[[str | Path], Mapping[str, torch.Tensor]], what: str) -> torch.nn.Module:
-    """``make()`` filled strictly from ``read(weights)``, or freshly initialised when ``weights`` is None."""
+                 read: Callable[[str | Path, int], Mapping[str, torch.Tensor]], what: str) -> torch.nn.Module:
+    """``make()`` filled strictly from ``read(weights, tensor bytes of make())``, or freshly initialised when
+    ``weights`` is None."""
     if weights is None:
         return make()
-    state = read(weights)
     with torch.device("meta"):  # skip the random initialisation the checkpoint overwrites
         module = make()
+    state = read(weights, tensor_bytes(module))
     module.to_empty(device="cpu")
     load_state_dict_strict(module, state, weights, what)
     return module

@@ -22,7 +22,7 @@ from meshcli import weights as store
 from meshcli.checkpoints import torch_load
 from meshcli.cli import app
 from meshcli.errors import MeshcliError
-from meshcli.methods.dekr import build_rescore_net
+from meshcli.methods.dekr import build_rescore_net, load_rescore_net
 
 RESCORE = "dekr-rescore-coco"
 
@@ -84,22 +84,57 @@ def test_a_stored_file_that_changed_after_import_is_refused(tmp_path, rescore_fi
 
 
 # -- 7: a small zip that would expand to gigabytes --------------------------------------------------------------
-def test_a_deflated_zip_bomb_is_refused_before_it_is_expanded(tmp_path):
-    bomb = tmp_path / "bomb.pth"
-    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        buf = io.BytesIO()
-        torch.save({"w": torch.zeros(1)}, buf)
-        with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as real:
+def with_extra_member(checkpoint: Path, out: Path, mib: int, compression: int) -> Path:
+    """``checkpoint``'s members plus a data member of ``mib`` MiB of zeros, written with ``compression``."""
+    with zipfile.ZipFile(out, "w", compression=compression) as zf:
+        with zipfile.ZipFile(checkpoint) as real:
+            prefix = real.namelist()[0].split("/")[0]
             for info in real.infolist():
                 zf.writestr(info.filename, real.read(info))
-        with zf.open("archive/data/1", "w", force_zip64=True) as member:
-            block = bytes(1 << 22)
-            for _ in range(64):  # 256 MiB of zeros, about 256 KiB on disk
+        with zf.open(f"{prefix}/data/999", "w", force_zip64=True) as member:
+            block = bytes(1 << 20)
+            for _ in range(mib):
                 member.write(block)
+    return out
+
+
+@pytest.fixture()
+def no_torch_load(monkeypatch):
+    """torch.load must never be reached: sizes are refused before anything is expanded."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.load reached")
+
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+def test_a_deflated_zip_bomb_is_refused_before_it_is_expanded(tmp_path, no_torch_load):
+    buf = tmp_path / "w.pth"
+    torch.save({"w": torch.zeros(1)}, buf)
+    bomb = with_extra_member(buf, tmp_path / "bomb.pth", 256, zipfile.ZIP_DEFLATED)  # about 256 KiB on disk
     assert bomb.stat().st_size < 2 << 20
     with pytest.raises(MeshcliError) as err:
-        torch_load(bomb)
-    assert "declares" in err.value.line() and "archive/data/1" in err.value.line()
+        torch_load(bomb, holds=1 << 40)  # an architecture that could hold it: the stored bytes refuse it
+    assert "declares" in err.value.line() and "data/999" in err.value.line()
+
+
+def test_a_checkpoint_declaring_more_than_its_architecture_holds_is_refused_at_import(
+        tmp_path, rescore_file, monkeypatch, no_torch_load):
+    monkeypatch.setenv("MESHCLI_WEIGHTS", str(tmp_path / "store"))
+    bomb = with_extra_member(rescore_file, tmp_path / "bomb.pth", 1024, zipfile.ZIP_DEFLATED)  # 1 GiB in ~1 MiB
+    assert bomb.stat().st_size < 2 << 20
+    run = meshcli("weights", "import", RESCORE, str(bomb))
+    assert run.exit_code != 0 and "stored" not in run.output
+    line = one_line(run.output, str(bomb), "more than a checkpoint of this network can hold")
+    assert "--variant" in line
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").iterdir())
+
+
+def test_an_uncompressed_member_beyond_the_architecture_is_refused(tmp_path, rescore_file, no_torch_load):
+    # stored, not deflated: the member's bytes are really in the file, only the architecture says it is too much
+    padded = with_extra_member(rescore_file, tmp_path / "padded.pth", 12, zipfile.ZIP_STORED)
+    with pytest.raises(MeshcliError) as err:
+        load_rescore_net(build_rescore_net("rescore-coco"), padded, "w32-coco")
+    assert "padded.pth" in err.value.line() and "can hold" in err.value.line()
 
 
 def test_a_refusal_never_passes_on_torchs_advice_to_load_unsafely(tmp_path):
@@ -110,7 +145,7 @@ def test_a_refusal_never_passes_on_torchs_advice_to_load_unsafely(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"w": torch.zeros(1), "x": Evil()}, path)
     with pytest.raises(MeshcliError) as err:
-        torch_load(path)
+        torch_load(path, holds=1 << 20)
     line = err.value.line()
     assert "refused" in line and "system" in line and "weights_only" not in line and "\n" not in line
 

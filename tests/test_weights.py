@@ -72,7 +72,7 @@ def test_torch_load_never_runs_code_from_the_file(tmp_path):
     bad = tmp_path / "evil.pth"
     bad.write_bytes(pickle.dumps(Evil(), protocol=2))
     with pytest.raises(MeshcliError, match="evil.pth"):
-        torch_load(bad)
+        torch_load(bad, holds=1 << 20)
     assert not marker.exists()
 
 
@@ -81,7 +81,7 @@ def test_torch_load_reports_empty_and_truncated_files(tmp_path, content):
     path = tmp_path / "w.pth"
     path.write_bytes(content)
     with pytest.raises(MeshcliError) as err:
-        torch_load(path)
+        torch_load(path, holds=1 << 20)
     assert "w.pth" in err.value.line()
 
 

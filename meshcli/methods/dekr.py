@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import load_state_dict_strict, torch_load
+from ..checkpoints import load_state_dict_strict, tensor_bytes, torch_load
 from ..device import autocast, resolve_device, to_device
 from ..draw import draw_box, draw_skeleton, person_colours
 from ..errors import MeshcliError
@@ -224,8 +224,8 @@ def build_rescore_net(variant: str) -> RescoreNet:
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def _read_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
-    state = torch_load(path)
+def _read_state_dict(path: str | Path, module: nn.Module) -> Mapping[str, torch.Tensor]:
+    state = torch_load(path, tensor_bytes(module))
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MeshcliError(path, "is not a plain state dict of tensors (the official DEKR files are)",
                            "use the official .pth file as downloaded")
@@ -233,12 +233,12 @@ def _read_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
 
 
 def load_network(module: DekrNet, path: str | Path, variant: str) -> None:
-    load_state_dict_strict(module, _read_state_dict(path), path, what=f"DEKR {variant} network")
+    load_state_dict_strict(module, _read_state_dict(path, module), path, what=f"DEKR {variant} network")
 
 
 def load_rescore_net(module: RescoreNet, path: str | Path, variant: str) -> None:
     # The official code loads this file with strict=False; meshcli insists on all six tensors.
-    load_state_dict_strict(module, _read_state_dict(path), path, what=f"DEKR {variant} rescoring net")
+    load_state_dict_strict(module, _read_state_dict(path, module), path, what=f"DEKR {variant} rescoring net")
 
 
 def validate_checkpoint(path: Path, variant: str) -> None:
@@ -246,13 +246,13 @@ def validate_checkpoint(path: Path, variant: str) -> None:
 
     Every tensor name and shape must match; nothing is allocated.
     """
-    state = _read_state_dict(path)
     with torch.device("meta"):
         if variant in RESCORE_VARIANTS:
-            load_state_dict_strict(build_rescore_net(variant), state, path, what=f"DEKR {variant} net")
+            module, what = build_rescore_net(variant), f"DEKR {variant} net"
         else:
             variant = METHODS["dekr"].choose_variant(variant)
-            load_state_dict_strict(build_network(variant), state, path, what=f"DEKR {variant} network")
+            module, what = build_network(variant), f"DEKR {variant} network"
+    load_state_dict_strict(module, _read_state_dict(path, module), path, what=what)
 
 
 # ----------------------------------------------------------------------------- geometry

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from ..checkpoints import build_loaded, load_state_dict_strict, torch_load
+from ..checkpoints import build_loaded, load_state_dict_strict, tensor_bytes, torch_load
 from ..device import autocast
 from ..errors import MeshcliError
 from ..models.resnet_v2 import ResNetV2, tf_variable_map as resnet_variable_map
@@ -185,11 +185,12 @@ def convert_checkpoint(src: str | Path, dst: str | Path, variant: str | None = N
     return provenance
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """HMRNet's state dict from the TF checkpoint (prefix, .index or data shard) or a converted file."""
+def load_weights(path: str | Path, holds: int) -> dict[str, torch.Tensor]:
+    """HMRNet's state dict from the TF checkpoint (prefix, .index or data shard) or a converted file
+    (``holds``: HMRNet's tensor bytes)."""
     if is_tf_checkpoint(path):
         return read_tf_checkpoint(path)
-    obj = torch_load(path)
+    obj = torch_load(path, holds)
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
         raise MeshcliError(path, "not an HMR checkpoint: expected the TF checkpoint (model.ckpt-667589) "
                                  "or a file converted from it", "pass --weights DIR/model.ckpt-667589")
@@ -198,7 +199,8 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def validate_checkpoint(path: Path, variant: str = DEFAULT_VARIANT) -> None:
     """Load ``path`` (TF prefix or converted file) strictly into HMRNet; MeshcliError on any mismatch."""
-    load_state_dict_strict(HMRNet(VARIANTS[variant]["iterations"]), load_weights(path), path, "HMR network")
+    net = HMRNet(VARIANTS[variant]["iterations"])
+    load_state_dict_strict(net, load_weights(path, tensor_bytes(net)), path, "HMR network")
 
 
 # ------------------------------------------------------------------ crop rule

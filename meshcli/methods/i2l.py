@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoints import load_state_dict_strict, torch_load
+from ..checkpoints import load_state_dict_strict, tensor_bytes, torch_load
 from ..device import autocast
 from ..draw import person_colours, track_labels
 from ..errors import MeshcliError
@@ -89,6 +89,7 @@ SMPL_BUFFER_SHAPES = {
     "th_faces": (13776, 3),
 }
 SMPL_BUFFER_PREFIX = "human_model_layer."
+SMPL_BUFFER_BYTES = 8 * sum(int(np.prod(shape)) for shape in SMPL_BUFFER_SHAPES.values())  # at most 8-byte values
 
 
 # ----------------------------------------------------------------------------- network
@@ -242,9 +243,9 @@ def mesh_and_pelvis(smpl: SMPLModel, joint_regressor: torch.Tensor, betas: torch
 
 # ----------------------------------------------------------------------------- checkpoint
 
-def read_snapshot(path: str | Path) -> dict[str, torch.Tensor]:
-    """The ``network`` state of an official snapshot, keys as stored (``module.`` prefix)."""
-    ckpt = torch_load(path)
+def read_snapshot(path: str | Path, net: I2LMeshNet) -> dict[str, torch.Tensor]:
+    """The ``network`` state of an official snapshot for ``net``, keys as stored (``module.`` prefix)."""
+    ckpt = torch_load(path, tensor_bytes(net) + SMPL_BUFFER_BYTES)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("network"), Mapping):
         found = ", ".join(map(repr, list(ckpt)[:5])) if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise MeshcliError(path, f"not an I2L-MeshNet snapshot: no 'network' entry (found {found})",
@@ -293,8 +294,8 @@ def param_head_trained(network: Mapping[str, torch.Tensor], prefix: str = "") ->
 def load_network(path: str | Path, variant: str = DEFAULT_VARIANT,
                  net: I2LMeshNet | None = None) -> tuple[I2LMeshNet, bool]:
     """Strictly load an official snapshot; returns the network and whether its param head is trained."""
-    network, prefix = network_state(read_snapshot(path), path)
     net = net if net is not None else build_network(variant)
+    network, prefix = network_state(read_snapshot(path, net), path)
     load_state_dict_strict(_prefixed(net, prefix), network, path, what=f"I2L-MeshNet {variant} network")
     return net, param_head_trained(network, prefix)
 
@@ -308,9 +309,9 @@ def build_network(variant: str = DEFAULT_VARIANT) -> I2LMeshNet:
 def validate_checkpoint(path: Path, variant: str) -> None:
     """Check every tensor name and shape of a snapshot against the architecture (no values copied)."""
     variant = METHODS["i2l"].choose_variant(variant)
-    network, prefix = network_state(read_snapshot(path), path)
     with torch.device("meta"):  # shapes only: copying into meta tensors is a no-op
         net = build_network(variant)
+    network, prefix = network_state(read_snapshot(path, net), path)
     load_state_dict_strict(_prefixed(net, prefix), network, path, what=f"I2L-MeshNet {variant} network")
 
 

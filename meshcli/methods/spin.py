@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..checkpoints import build_loaded, load_state_dict_strict, torch_load
+from ..checkpoints import build_loaded, load_state_dict_strict, tensor_bytes, torch_load
 from ..device import autocast
 from ..errors import MeshcliError
 from ..models.resnet import ResNet
@@ -92,9 +92,10 @@ class SpinNet(ResNet):
         return rot6d_to_rotmat(pose).reshape(n, 24, 3, 3), shape, cam
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The network state dict of SPIN's ``model_checkpoint.pt`` (its ``'model'`` entry)."""
-    obj = torch_load(path)
+def load_weights(path: str | Path, holds: int) -> dict[str, torch.Tensor]:
+    """The network state dict of SPIN's ``model_checkpoint.pt`` (its ``'model'`` entry; ``holds``: SpinNet's
+    tensor bytes)."""
+    obj = torch_load(path, holds)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         return obj["model"]
     raise MeshcliError(path, "not a SPIN checkpoint: expected a dict with a 'model' state dict "
@@ -103,7 +104,8 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def validate_checkpoint(path: Path, variant: str = DEFAULT_VARIANT) -> None:
-    load_state_dict_strict(SpinNet(VARIANTS[variant]["iterations"]), load_weights(path), path, "SPIN network")
+    net = SpinNet(VARIANTS[variant]["iterations"])
+    load_state_dict_strict(net, load_weights(path, tensor_bytes(net)), path, "SPIN network")
 
 
 # ------------------------------------------------------------------ crop rule

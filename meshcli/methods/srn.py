@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import load_state_dict_strict, torch_load
+from ..checkpoints import load_state_dict_strict, tensor_bytes, torch_load
 from ..device import autocast, resolve_device, to_device
 from ..draw import draw_skeleton
 from ..errors import MeshcliError
@@ -161,7 +161,7 @@ def build_model(variant: str) -> SRN:
 
 def load_checkpoint(model: SRN, path: str | Path) -> None:
     """Map the official plain state dict (``offset_000_240.pth``) strictly onto ``model``."""
-    state = torch_load(path)
+    state = torch_load(path, tensor_bytes(model))
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MeshcliError(path, "is not a plain state dict of tensors (the format of offset_000_240.pth)",
                            "use the official SRN checkpoint checkpoint/hands17/offset_000_240.pth")
