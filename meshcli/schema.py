@@ -32,8 +32,8 @@ KEYS: tuple[Key, ...] = (
     Key("track_id", "every", "row", "(P,) int32", "the person across frames (videos and image folders; --no-track: "
                                                   "absent)"),
     Key("num_frames", "every", "input", "() int64", "frames read from the input"),
-    Key("incomplete", "every", "input", "() bool", "the video ended before its announced frame count (kept with "
-                                                   "`--keep-partial`)"),
+    Key("incomplete", "every", "input", "() bool", "the video ended before its announced frame count or duration "
+                                                   "(kept with `--keep-partial`)"),
     Key("image_size", "every", "input", "(2,) or (F, 2) int64", "frame (H, W); per frame when they differ"),
     Key("files", "every", "input", "(F,) or (1,) str", "frame file names (a video: its own name)"),
     Key("fps", "every", "input", "() float", "the video's frame rate (0 for images)"),

@@ -237,14 +237,19 @@ def test_leftovers_of_a_dead_run_are_removed_and_a_live_runs_are_kept(tmp_path):
 
 
 # -- 4: a video that ends early ----------------------------------------------------------------------------------
+CODECS = {".mp4": "libx264", ".mkv": "libx264", ".webm": "libvpx"}
+
+
 def cut_video(path: Path, frames: int = 30, keep: float = 0.7) -> Path:
-    """An MP4 with its index (moov) at the start, cut at ``keep`` of its bytes: it still announces ``frames``."""
+    """A 10 fps video cut at ``keep`` of its bytes. An MP4 has its index (moov) at the start, so it still
+    announces ``frames``; Matroska and WebM announce no frame count but state their duration in the header."""
     import av
 
     whole = path.with_name("whole-" + path.name)
     rng = np.random.default_rng(1)
-    with av.open(str(whole), "w", options={"movflags": "faststart"}) as out:
-        stream = out.add_stream("libx264", rate=10)
+    options = {"movflags": "faststart"} if path.suffix == ".mp4" else {}
+    with av.open(str(whole), "w", options=options) as out:
+        stream = out.add_stream(CODECS[path.suffix], rate=10)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for _ in range(frames):  # noise: every frame takes about the same number of bytes
             img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
@@ -258,33 +263,40 @@ def cut_video(path: Path, frames: int = 30, keep: float = 0.7) -> Path:
     return path
 
 
-def test_a_video_that_ends_early_is_reported_and_keeps_the_previous_outputs(tmp_path):
-    clip = cut_video(tmp_path / "clip.mp4")
+ANNOUNCED = [("clip.mp4", "of the 30 frames"), ("clip.mkv", "of the 3.00 s"), ("clip.webm", "of the 3.00 s")]
+
+
+@pytest.mark.parametrize("name, announced", ANNOUNCED)
+def test_a_video_that_ends_early_is_reported_and_keeps_the_previous_outputs(tmp_path, name, announced):
+    clip = cut_video(tmp_path / name)
     out = tmp_path / "out"
     out.mkdir()
     (out / "clip.npz").write_bytes(b"previous run")
     after = image(tmp_path / "after.png", 1, 1)
     summary = run_guarded(Pipeline(BrightestPixel(), out), [str(clip), str(after)])
-    line = one_line(summary, "clip.mp4", "of the 30 frames")
+    line = one_line(summary, name, "ends after", announced)
     assert "--keep-partial" in line
     assert (out / "clip.npz").read_bytes() == b"previous run" and not (out / "clip.mp4").exists()
     assert (out / "after.npz").is_file()
 
 
-def test_keep_partial_keeps_a_short_video_marked_incomplete(tmp_path):
-    clip = cut_video(tmp_path / "clip.mp4")
+@pytest.mark.parametrize("name, announced", ANNOUNCED)
+def test_keep_partial_keeps_a_short_video_marked_incomplete(tmp_path, name, announced):
+    clip = cut_video(tmp_path / name)
     out = tmp_path / "out"
     summary = run_guarded(Pipeline(BrightestPixel(), out, keep_partial=True), [str(clip)])
-    one_line(summary, "clip.mp4", "of the 30 frames")
+    one_line(summary, name, announced)
     npz = np.load(out / "clip.npz")
     assert bool(npz["incomplete"]) and 0 < int(npz["num_frames"]) < 30
     assert (out / "clip.mp4").is_file()
 
 
-def test_a_whole_video_is_not_incomplete(tmp_path):
-    from conftest import write_video
-    summary = Pipeline(BrightestPixel(), tmp_path / "out").run([str(write_video(tmp_path / "v.mp4", frames=5))])
-    assert not summary.failures and not bool(np.load(tmp_path / "out" / "v.npz")["incomplete"])
+@pytest.mark.parametrize("name", ["v.mp4", "v.mkv", "v.webm"])
+def test_a_whole_video_is_not_incomplete(tmp_path, name):
+    whole = cut_video(tmp_path / name, keep=1.0)
+    summary = Pipeline(BrightestPixel(), tmp_path / "out").run([str(whole)])
+    npz = np.load(tmp_path / "out" / "v.npz")
+    assert not summary.failures and not bool(npz["incomplete"]) and int(npz["num_frames"]) == 30
 
 
 # -- 11: inputs that are not files -------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ RandomWeights = Annotated[bool, typer.Option("--random-weights", help="Untrained
 Annotate = Annotated[bool, typer.Option("--annotate/--no-annotate", help="Write the annotated image/video.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 KeepPartial = Annotated[bool, typer.Option("--keep-partial", help="Keep the outputs of a video that ends before "
-                                           "the frame count its container announces (marked incomplete in the NPZ; "
+                                           "the frame count or duration its container announces (marked incomplete "
+                                           "in the NPZ; "
                                            "still reported, exit 1).")]
 
 

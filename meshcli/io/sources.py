@@ -198,22 +198,25 @@ def _check_nonempty(path: Path) -> None:
 
 
 class VideoEndsEarly(MeshcliError):
-    """The video decoded fewer frames than its container announces (cut off or damaged)."""
+    """The video decoded fewer frames, or a shorter time, than its container announces (cut off or damaged)."""
 
-    def __init__(self, path: Path, decoded: int, announced: int):
-        self.decoded, self.announced = decoded, announced
-        super().__init__(path, f"the video ends after {decoded} of the {announced} frames its container "
-                         "announces (truncated or damaged)",
+    def __init__(self, path: Path, short: str):
+        self.short = short
+        super().__init__(path, f"the video ends after {short} its container announces (truncated or damaged)",
                          "re-export or re-download it; --keep-partial keeps the outputs of the frames read, "
                          "marked incomplete in the NPZ")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.short)
 
 
 def iter_video(path: Path, rotation: int = 0) -> Iterator[Frame]:
     """Decode a video frame by frame (RGB), rotated upright per its metadata.
 
     Frame threading does not raise the decoder's errors about missing data, so a video that stops
-    short of the frame count its container announces is reported by comparing the two
-    (``VideoEndsEarly``, raised after its last frame).
+    short of what its container announces is reported by comparing the two (``VideoEndsEarly``,
+    raised after its last frame): the frame count where the container has one (MP4, MOV, AVI),
+    else the duration Matroska and WebM state in their header.
     """
     import av
 
@@ -222,19 +225,48 @@ def iter_video(path: Path, rotation: int = 0) -> Iterator[Frame]:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             announced = int(stream.frames or 0)
-            decoded = 0
+            announced_end = None if announced else _stated_duration(container, stream)
+            interval = 1 / float(stream.average_rate or stream.guessed_rate or 30)
+            decoded, decoded_end = 0, 0.0
             for index, frame in enumerate(container.decode(stream)):
                 image = frame.to_ndarray(format="rgb24")
                 if rotation:
                     image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))
                 decoded += 1
+                if frame.time is not None:
+                    shown = float(frame.duration * frame.time_base) if frame.duration else interval
+                    decoded_end = max(decoded_end, frame.time + shown)
                 yield Frame(image, index, f"{path.name}#{index}", frame.time)
     except av.error.FFmpegError as err:
         raise MeshcliError(path, f"video decoding failed ({err.strerror or type(err).__name__}); "
                            "the file is truncated or damaged",
                            "re-export or re-download the video") from None
     if decoded < announced:
-        raise VideoEndsEarly(path, decoded, announced)
+        raise VideoEndsEarly(path, f"{decoded} of the {announced} frames")
+    # half a frame of slack beyond the last frame's own length: timestamps are rounded to the time base
+    if announced_end is not None and announced_end - decoded_end > 1.5 * interval:
+        raise VideoEndsEarly(path, f"{decoded} frames ({decoded_end:.2f} s) of the {announced_end:.2f} s")
+
+
+def _stated_duration(container, stream) -> float | None:
+    """The video's duration in seconds as a Matroska/WebM file states it, or None where it states none.
+
+    FFmpeg's Matroska muxer tags each track with its DURATION; a file of one stream has the segment's
+    duration from its header. Elsewhere a duration may be FFmpeg's estimate from the bit rate, which
+    is no evidence of a cut.
+    """
+    if "matroska" not in container.format.name:
+        return None
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            return None
+    if len(container.streams) == 1 and container.duration:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
 
 
 def iter_frames(inp: Input, reader: ImageReader, video_rotation: int = 0,
