@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 
 from meshcli.io import sinks
+from meshcli.io.sinks import mesh_sink
 from meshcli.pipeline import Pipeline, RunSummary
+from meshcli.types import BodyResult
 
 from conftest import REPO
 from test_pipeline import BrightestPixel, image
@@ -119,6 +121,46 @@ def test_files_of_one_folder_never_share_an_output_name(tmp_path):
     assert not summary.failures
     names = sorted(p.name for p in (tmp_path / "out" / "dd").iterdir())
     assert names == ["a.npy.png", "a.png"]
+
+
+class BrightestBody(BrightestPixel):
+    """A 'body' whose one-triangle mesh tells which image it came from: its first vertex is (width, height, x)."""
+
+    task = "body"
+
+    def postprocess(self, prepared, raw):
+        y, x = raw
+        h, w = prepared.shape
+        vertices = np.array([[[w, h, x], [0, 0, 0], [1, 0, 0]]], np.float32)
+        return BodyResult(0, {"keypoints": np.array([[[x, y, 1.0]]], np.float32),
+                              "cam_t": np.zeros((1, 3), np.float32)}, vertices=vertices)
+
+
+def mesh_sizes(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each OBJ of a mesh folder -> the (width, height) of the image it was made from."""
+    return {p.name: tuple(int(float(v)) for v in p.read_text().splitlines()[0].split()[1:3])
+            for p in sorted(folder.iterdir())}
+
+
+def test_save_mesh_names_are_unique_within_a_folder_and_across_inputs(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    image(folder / "a.png", 1, 1, size=(40, 30))
+    image(folder / "a.jpg", 1, 1, size=(50, 20))  # same stem as a.png
+    image(folder / "a-2.png", 1, 1, size=(60, 10))  # the name a renamed stem would take first
+    single = image(tmp_path / "x.png", 1, 1, size=(70, 10))
+    other = tmp_path / "x_meshes"  # an image folder named like x.png's mesh folder
+    other.mkdir()
+    image(other / "y.png", 1, 1, size=(80, 10))
+    out = tmp_path / "out"
+    summary = Pipeline(BrightestBody(), out, extra_sinks=[mesh_sink(np.array([[0, 1, 2]]))]).run(
+        [str(folder), str(single), str(other)])
+    assert not summary.failures
+    assert len(summary.written) == len(set(summary.written))
+    assert mesh_sizes(out / "d_meshes") == {"a-2_00.obj": (60, 10), "a_00.obj": (50, 20), "a-3_00.obj": (40, 30)}
+    assert mesh_sizes(out / "x_meshes") == {"x_00.obj": (70, 10)}
+    assert sorted(p.name for p in (out / "x_meshes-2").iterdir()) == ["y.png"]  # the folder's annotated images
+    assert int(np.load(out / "x_meshes-2.npz")["image_size"][1]) == 80
 
 
 # -- 2: a failed re-run keeps the previous outputs -------------------------------------------------------------

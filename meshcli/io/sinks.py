@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import MeshcliError
 from ..types import Frame, FrameResult
+from .sources import mesh_folder_name, unique_names
 
 _LEFTOVER = re.compile(r"^\..+\.meshcli-(\d+)-[^.]+\.part(\.[A-Za-z0-9]+)?$")
 
@@ -481,15 +482,20 @@ class JsonSink(FileSink):
 
 class MeshSink(FilesSink):
     """``--save-mesh``: DIR/<input>_meshes/<frame>_<person>.obj, the mesh in camera space (at its ``cam_t``
-    unless the method's meshes are there already)."""
+    unless the method's meshes are there already).
 
-    def __init__(self, out_dir: Path, faces: np.ndarray, in_camera_space: bool):
+    <frame> is a video frame's index, or the image's stem made unique within the input (``a.png`` and
+    ``a.jpg`` of one folder: ``a``, ``a-2``), planned from the input's files before its first frame.
+    """
+
+    def __init__(self, out_dir: Path, faces: np.ndarray, in_camera_space: bool, stems: list[str] | None):
         super().__init__(out_dir)
         self.faces = faces
         self.in_camera_space = in_camera_space
+        self.stems = stems  # by the frame's position in the input's files; None for a video
 
     def write(self, frame, annotated, result):
-        stem = f"{frame.index:06d}" if "#" in frame.name else Path(frame.name).stem
+        stem = f"{frame.index:06d}" if self.stems is None else self.stems[frame.source_position]
         for k in range(result.num_people):
             offset = 0.0 if self.in_camera_space else result.rows["cam_t"][k]
             write_obj(self.staged_path(f"{stem}_{k:02d}.obj"), result.vertices[k] + offset, self.faces)
@@ -497,7 +503,8 @@ class MeshSink(FilesSink):
 
 def mesh_sink(faces: np.ndarray, in_camera_space: bool):
     """The pipeline's sink factory for ``MeshSink``."""
-    return lambda inp, out_dir, fields: MeshSink(out_dir / f"{inp.name}_meshes", faces, in_camera_space)
+    return lambda inp, out_dir, fields: MeshSink(out_dir / mesh_folder_name(inp.name), faces, in_camera_space,
+                                                 None if inp.is_video else unique_names([f.stem for f in inp.files]))
 
 
 def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> None:

@@ -40,7 +40,7 @@ class Input:
 
     arg: str
     kind: str  # "image" | "images" | "video"
-    name: str  # output stem: DIR/<name>.npz, DIR/<name>.mp4 or DIR/<name>/...
+    name: str  # output stem: DIR/<name>.npz, DIR/<name>.mp4 or DIR/<name>/..., DIR/<name>_meshes/...
     files: list[Path] = field(default_factory=list)  # images, or the one video
 
     @property
@@ -118,20 +118,34 @@ def _glob_name(pattern: str) -> str:
     return Path(*fixed).resolve().name if fixed else "images"
 
 
+def mesh_folder_name(name: str) -> str:
+    """The folder ``--save-mesh`` writes an input's meshes to."""
+    return f"{name}_meshes"
+
+
 def _make_names_unique(inputs: list[Input]) -> None:
-    """The first input of a name keeps it; later ones get the first free ``<name>-<n>``, never the name of
-    another input of the batch (``x``, ``x``, ``x-2`` -> ``x``, ``x-3``, ``x-2``)."""
-    taken = {inp.name for inp in inputs}
-    first: set[str] = set()
-    for inp in inputs:
-        if inp.name not in first:
-            first.add(inp.name)
-            continue
-        n = 2
-        while f"{inp.name}-{n}" in taken:
-            n += 1
-        inp.name = f"{inp.name}-{n}"
-        taken.add(inp.name)
+    """Output names unique across the batch: no input is named like another or like another's mesh folder."""
+    for inp, name in zip(inputs, unique_names([inp.name for inp in inputs],
+                                              lambda name: {name, mesh_folder_name(name)})):
+        inp.name = name
+
+
+def unique_names(names: list[str], claims: Callable[[str], set[str]] = lambda name: {name}) -> list[str]:
+    """The first of a name keeps it; a later one whose ``claims`` (the names its outputs take) meet those of
+    an earlier one gets the first free ``<name>-<n>``, never claiming what another name of the list claims
+    (``x``, ``x``, ``x-2`` -> ``x``, ``x-3``, ``x-2``)."""
+    listed = {claim for name in names for claim in claims(name)}
+    kept: set[str] = set()
+    out = []
+    for name in names:
+        if claims(name) & kept:
+            n = 2
+            while claims(f"{name}-{n}") & (kept | listed):
+                n += 1
+            name = f"{name}-{n}"
+        kept |= claims(name)
+        out.append(name)
+    return out
 
 
 def read_rgb(path: Path) -> np.ndarray:
