@@ -108,6 +108,17 @@ def test_load_errors_are_the_cli_errors(tmp_path, monkeypatch):
         meshcli.load("srn", random_weights=True, device="cpu").predict(np.zeros((8, 8, 3), np.uint8))
 
 
+def test_a_missing_detector_checkpoint_never_advises_the_body_networks_weights(tmp_path, monkeypatch, fake_smpl):
+    monkeypatch.setenv("MESHCLI_WEIGHTS", str(tmp_path / "store"))
+    body_weights = tmp_path / "hmr.pth"  # the body network's file is given; only the detector's is missing
+    body_weights.write_bytes(b"not read: the detector is checked first")
+    with pytest.raises(MeshcliError) as err:
+        meshcli.load("hmr", weights=body_weights, smpl=fake_smpl, detector="dekr")
+    line = err.value.line()
+    assert "--detector dekr" in line and "meshcli weights import dekr-w32-coco" in line and "--detector full" in line
+    assert "--weights" not in line
+
+
 def test_default_person_source_follows_the_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MESHCLI_WEIGHTS", str(tmp_path))
     from meshcli.api import person_source

@@ -65,6 +65,23 @@ def test_every_key_written_is_documented(outputs, group):
     assert all(len(v) == len(arrays["frame_index"]) for k, v in arrays.items() if known[k].kind == "row")
 
 
+DTYPE_KINDS = {"str": "U", "int": "i", "float": "f"}  # a type word of the schema naming a kind, not a dtype
+
+
+@pytest.mark.parametrize("group", ["pose", "body", "i2l", "hand"])
+def test_every_key_written_has_the_documented_dtype(outputs, group):
+    known = keys_for(group)
+    with np.load(outputs[group]) as npz:
+        written = {k: npz[k].dtype for k in npz.files}
+    wrong = {}
+    for key, dtype in written.items():
+        documented = known[key].shape.split()[-1]
+        kind = DTYPE_KINDS.get(documented)
+        if (dtype.kind != kind) if kind else (dtype.name != documented):
+            wrong[key] = f"{dtype.name}, documented {documented}"
+    assert not wrong, wrong
+
+
 def test_read_gives_frames_typed_per_task(outputs):
     pose = meshcli.read(outputs["pose"])
     assert pose.method == "dekr" and len(pose) == 2 and pose.meta["untrained"]
