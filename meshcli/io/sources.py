@@ -248,7 +248,8 @@ def iter_video(path: Path, rotation: int = 0) -> Iterator[Frame]:
                     image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))
                 decoded += 1
                 if frame.time is not None:
-                    shown = float(frame.duration * frame.time_base) if frame.duration else interval
+                    length = getattr(frame, "duration", None)  # PyAV 14+
+                    shown = float(length * frame.time_base) if length else interval
                     decoded_end = max(decoded_end, frame.time + shown)
                 yield Frame(image, index, f"{path.name}#{index}", frame.time)
     except av.error.FFmpegError as err:
