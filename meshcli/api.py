@@ -120,7 +120,7 @@ def person_source(detector: str | None = None, openpose: str | Path | None = Non
     if not random_weights and not record.present():  # --weights is the body network's: never advise it here
         raise MeshcliError(record.path, f"--detector dekr needs DEKR's {record.name} checkpoint, which is not in "
                            "the weights store", f"{record.how_to_get()}; or choose the people with --detector "
-                           "full, --boxes or --openpose, or use --random-weights to test the install")
+                           "hog or full, --boxes or --openpose, or use --random-weights to test the install")
     if detect_size is not None:
         from .methods.dekr import check_input_size
 
