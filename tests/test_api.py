@@ -115,7 +115,7 @@ def test_a_missing_detector_checkpoint_never_advises_the_body_networks_weights(t
     with pytest.raises(MeshcliError) as err:
         meshcli.load("hmr", weights=body_weights, smpl=fake_smpl, detector="dekr")
     line = err.value.line()
-    assert "--detector dekr" in line and "meshcli weights import dekr-w32-coco" in line and "--detector full" in line
+    assert "--detector dekr" in line and "meshcli weights import dekr-w32-coco" in line and "--detector hog or full" in line
     assert "--weights" not in line
 
 
