@@ -153,8 +153,8 @@ def test_save_mesh_names_are_unique_within_a_folder_and_across_inputs(tmp_path):
     other.mkdir()
     image(other / "y.png", 1, 1, size=(80, 10))
     out = tmp_path / "out"
-    summary = Pipeline(BrightestWithMesh(), out, extra_sinks=[mesh_sink(np.array([[0, 1, 2]]))],
-                       temporal=TemporalOptions(track=False)).run(
+    meshes = mesh_sink(np.array([[0, 1, 2]]), in_camera_space=False)
+    summary = Pipeline(BrightestWithMesh(), out, extra_sinks=[meshes], temporal=TemporalOptions(track=False)).run(
         [str(folder), str(single), str(other)])
     assert not summary.failures
     assert len(summary.written) == len(set(summary.written))
