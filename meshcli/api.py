@@ -124,7 +124,7 @@ def person_source(detector: str | None = None, openpose: str | Path | None = Non
     if detect_size is not None:
         from .methods.dekr import check_input_size
 
-        check_input_size(detect_size, records.record_for("dekr", DEKR_DETECTOR_VARIANT).input_size, "--detect-size")
+        check_input_size(detect_size, record.input_size, "--detect-size")
     return DekrPeople(load("dekr", DEKR_DETECTOR_VARIANT, device=device, half=half, random_weights=random_weights,
                            rescore="auto", input_size=detect_size))
 
