@@ -131,14 +131,16 @@ def person_source(detector: str | None = None, openpose: str | Path | None = Non
 
 def run(method: str | Predictor, inputs: str | Path | Sequence[str | Path], out: str | Path = "meshcli_out", *,
         batch_size: int = 8, annotate: bool = True, progress: bool = False, save_mesh: bool = False,
-        keep_partial: bool = False, temporal: TemporalOptions | None = None, **options: Any) -> RunSummary:
+        keep_partial: bool = False, temporal: TemporalOptions | None = None, render_workers: int | None = None,
+        **options: Any) -> RunSummary:
     """Run a method over images, folders, globs or videos and write its outputs to ``out``.
 
     ``method`` is a name (``options`` then go to ``load``) or a loaded predictor. Writes per input the
     annotated image/video (unless ``annotate=False``), the NPZ, and for pose the COCO results JSON; with
     ``save_mesh`` (body methods) an OBJ per person per frame; ``keep_partial`` keeps the outputs of a video
     that ends early (marked incomplete). ``temporal`` sets tracking and smoothing across frames (default: track
-    ids for videos and image folders, no smoothing). Returns what was written and what failed.
+    ids for videos and image folders, no smoothing); ``render_workers`` threads draw the overlay (default: one
+    per 2 CPUs, at most 4). Returns what was written and what failed.
     """
     predictor = method if isinstance(method, Predictor) else load(method, **options)
     if isinstance(method, Predictor) and options:
@@ -147,7 +149,7 @@ def run(method: str | Predictor, inputs: str | Path | Sequence[str | Path], out:
     args = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(i) for i in inputs]
     pipeline = Pipeline(predictor, out, batch_size=batch_size, annotate=annotate,
                         extra_sinks=output_sinks(predictor, save_mesh), progress=Progress(enabled=progress),
-                        keep_partial=keep_partial, temporal=temporal)
+                        keep_partial=keep_partial, temporal=temporal, render_workers=render_workers)
     return pipeline.run(args)
 
 

@@ -7,13 +7,14 @@ however long a video is:
     detect thread   only when the method's people come from a network (``predictor.detector``):
                     device batches of frames through the detector, then each frame's crops
     model thread    device batches through ``predictor.infer`` and ``postprocess``
-    render thread   the track/smooth stage (``meshcli.temporal``), ``predictor.annotate`` and
-                    the sinks (video, images, NPZ, ...)
+    render thread   the track/smooth stage (``meshcli.temporal``), then hands each frame it releases to a
+                    pool of annotate threads (``predictor.annotate``, several frames at once) and writes
+                    what comes back, in frame order, to the sinks (video, images, NPZ, ...)
 
 The calling thread only collects results (``Pipeline.stream`` yields them).
 
-Inputs flow one after another through the same threads (the render thread
-owns any OpenGL context, which must stay on one thread). A failing input is
+Inputs flow one after another through the same threads (each annotate thread
+owns its own OpenGL context, which must stay on one thread). A failing input is
 aborted (its sinks delete what they wrote) and reported; the others go on, and
 any failure, an unexpected one included, ends only the input it happened in.
 """
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .annotate_pool import OrderedPool, default_workers
 from .draw import stamp
 from .errors import MeshcliError
 from .io.sinks import (ANNOTATED_EXTENSIONS, ImageSink, NpzSink, SingleImageSink, Sink, VideoSink, annotated_name,
@@ -58,9 +60,10 @@ class StageTimes:
     seconds: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in STAGES})
     frames: int = 0
     wall: float = 0.0
+    workers: dict[str, int] = field(default_factory=dict)  # stages run by several threads at once: how many
 
     def add(self, stage: str, dt: float) -> None:
-        self.seconds[stage] += dt  # each stage is timed by a single thread, so no lock needed
+        self.seconds[stage] += dt  # each stage is added up by a single thread, so no lock needed
 
 
 @dataclass
@@ -102,7 +105,7 @@ class Pipeline:
                  annotate: bool = True, extra_sinks: list[SinkFactory] = (), queue_size: int | None = None,
                  progress: "Progress | None" = None, on_input_start: InputStart | None = None,
                  on_input_end: InputEnd | None = None, keep_partial: bool = False,
-                 temporal: TemporalOptions | None = None):
+                 temporal: TemporalOptions | None = None, render_workers: int | None = None):
         self.predictor = predictor
         self.out_dir = Path(out_dir)
         self.batch_size = max(1, batch_size)
@@ -115,6 +118,7 @@ class Pipeline:
         self.keep_partial = keep_partial  # keep the outputs of a video that ends early, marked incomplete
         self.temporal = temporal or TemporalOptions()  # track ids and smoothing across frames
         adapter_for(predictor, self.temporal.smooth)  # a method that cannot be smoothed fails before any frame
+        self.render_workers = render_workers or default_workers()  # threads annotating frames at once
 
     def extensions(self) -> set[str]:
         return set(self.predictor.file_extensions)
@@ -294,12 +298,16 @@ class Pipeline:
         sinks: list[Sink] = []
         current: _Start | None = None
         stage: TemporalStage | None = None
-        untrained = self.predictor.weights.untrained
+        # annotations run on the pool, several frames at once; this thread writes them in frame order
+        pool = OrderedPool(self._annotated, self.render_workers if self.annotate else 1,
+                           on_exit=self.predictor.release_render_resources)  # e.g. each worker's OpenGL context
+        times.workers["render"] = pool.workers
         try:
             while True:
                 msg = _get(inp, stop)
                 if msg is _STOP:
                     if sinks:  # stopped in the middle of an input: nothing half-written stays
+                        pool.discard()
                         self._abort(sinks, summary, _cancelled(current.input), current)
                     _put(results, _STOP, stop)
                     return
@@ -319,18 +327,15 @@ class Pipeline:
                         t0 = time.perf_counter()
                         ready = [(msg.frame, msg.result)] if stage is None else stage.push(msg.frame, msg.result)
                         times.add("track", time.perf_counter() - t0)
-                        for frame, result in ready:
-                            self._write(frame, result, sinks, times, untrained, results, current, stop)
-                            frames += 1
+                        frames += self._write(pool, ready, sinks, current.input, times, results, stop)
                     elif isinstance(msg, _End):
                         if not sinks:  # the input already failed and was reported
                             continue
                         partial = self.keep_partial and isinstance(msg.error, VideoEndsEarly)
                         if msg.error is not None and not partial:
                             raise msg.error
-                        for frame, result in stage.finish() if stage is not None else []:
-                            self._write(frame, result, sinks, times, untrained, results, current, stop)
-                            frames += 1
+                        frames += self._write(pool, stage.finish() if stage is not None else [], sinks,
+                                              current.input, times, results, stop, wait=True)
                         self._check_some_frame_read(msg.input, sinks)
                         for sink in sinks:  # every output complete under its temporary name ...
                             if isinstance(sink, NpzSink):
@@ -346,11 +351,53 @@ class Pipeline:
                                               msg.error if partial else None)
                         self.progress.end_input(msg.input, ok=not partial)
                 except Exception as err:  # noqa: BLE001 - any failure ends this input only
+                    pool.discard()
                     self._abort(sinks, summary, _as_error(err, current.input if current else None,
                                                           "annotating or writing"), current)
                     sinks = []
         finally:
-            self.predictor.release_render_resources()  # e.g. this thread's OpenGL context
+            pool.close()
+
+    def _annotated(self, pair: tuple[Frame, FrameResult]) -> tuple[np.ndarray | None, float]:
+        """An annotate worker's job: the frame with its result drawn (None when not annotating), and the seconds
+        that took."""
+        if not self.annotate:
+            return None, 0.0
+        frame, result = pair
+        t0 = time.perf_counter()
+        annotated = self.predictor.annotate(frame.image, result)
+        if self.predictor.weights.untrained:
+            stamp(annotated, "UNTRAINED WEIGHTS (--random-weights)")
+        return annotated, time.perf_counter() - t0
+
+    def _write(self, pool: OrderedPool, pairs: list[tuple[Frame, FrameResult]], sinks: list[Sink], inp: Input,
+               times: StageTimes, results: queue.Queue, stop: threading.Event, wait: bool = False) -> int:
+        """Hand each (frame, result) of ``pairs`` to the annotate pool and write every annotated frame it has
+        ready (with ``wait``, all it holds) to the sinks, in frame order; how many were written."""
+        written = 0
+        for pair in pairs:
+            pool.submit(pair)
+            written += self._write_ready(pool.ready(), sinks, inp, times, results, stop)
+        if wait:
+            written += self._write_ready(pool.ready(wait=True), sinks, inp, times, results, stop)
+        return written
+
+    def _write_ready(self, ready: Iterator[tuple[tuple[Frame, FrameResult], tuple[np.ndarray | None, float]]],
+                     sinks: list[Sink], inp: Input, times: StageTimes, results: queue.Queue,
+                     stop: threading.Event) -> int:
+        """Write the annotated frames ``ready`` hands over (in frame order) to every sink; how many it wrote."""
+        written = 0
+        for (frame, result), (annotated, seconds) in ready:
+            t0 = time.perf_counter()
+            for sink in sinks:
+                sink.write(frame, annotated, result)
+            times.add("render", seconds)  # summed over the annotate workers
+            times.add("encode", time.perf_counter() - t0)
+            times.frames += 1
+            written += 1
+            self.progress.advance()
+            _put(results, (inp, frame, result), stop)
+        return written
 
     @staticmethod
     def _check_some_frame_read(inp: Input, sinks: list[Sink]) -> None:
@@ -359,23 +406,6 @@ class Pipeline:
         if npz.num_frames == 0 and inp.kind == "images":
             raise MeshcliError(inp.arg, f"none of its {len(inp.files)} image file(s) could be read (see the "
                                "errors above)", "fix or remove the files")
-
-    def _write(self, frame: Frame, result: FrameResult, sinks: list[Sink], times: StageTimes, untrained: bool,
-               results: queue.Queue, current: _Start, stop: threading.Event) -> None:
-        t0 = time.perf_counter()
-        annotated = None
-        if self.annotate:
-            annotated = self.predictor.annotate(frame.image, result)
-            if untrained:
-                stamp(annotated, "UNTRAINED WEIGHTS (--random-weights)")
-        t1 = time.perf_counter()
-        for sink in sinks:
-            sink.write(frame, annotated, result)
-        times.add("render", t1 - t0)
-        times.add("encode", time.perf_counter() - t1)
-        times.frames += 1
-        self.progress.advance()
-        _put(results, (current.input, frame, result), stop)
 
     def _abort(self, sinks: list[Sink], summary: RunSummary, err: MeshcliError, current: _Start | None) -> None:
         for sink in sinks:

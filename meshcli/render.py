@@ -12,11 +12,11 @@ orientation) plus a per-person translation ``cam_t``; a pixel is
 centres (OpenCV's convention) in both the OpenGL and the OpenCV backends.
 
 Threads: an OpenGL context is bound to the thread that made it current
-(pyrender never releases it). The renderer therefore creates its context
-lazily, in the first ``render`` call of each thread, so the pipeline's render
-thread (the one that calls ``Predictor.annotate``) creates and owns its own;
-construct the MeshRenderer anywhere, render from that thread, and call
-``close`` there at the end. A lock serialises calls.
+(pyrender never releases it). The renderer therefore creates a context
+lazily, in the first ``render`` call of each thread, so every thread that
+calls ``Predictor.annotate`` (the pipeline's annotate workers) creates and
+owns its own and threads render at the same time; construct the MeshRenderer
+anywhere, and call ``close`` at the end in each thread that rendered.
 """
 from __future__ import annotations
 
@@ -146,7 +146,6 @@ class MeshRenderer:
         self.opacity = float(opacity)
         self.fallback_reason: str | None = None
         self._local = threading.local()  # .offscreen: this thread's pyrender.OffscreenRenderer
-        self._lock = threading.Lock()
         if backend == "wireframe":
             self.backend = "wireframe"
             return
@@ -175,14 +174,13 @@ class MeshRenderer:
                  for v, t in zip(vertices, np.asarray(cam_t).reshape(-1, 3))]
         rgb = [colours[k] if colours is not None else colour(k) for k in range(len(verts))]
         out = image.copy()
-        with self._lock:
-            # Only the pixels people cover are drawn: each group of people whose projected boxes overlap
-            # (only they can hide one another) is rendered in a viewport around the group's box.
-            for (x0, y0, x1, y1), members in person_regions(verts, fx, fy, cx, cy, w, h):
-                crop = image[y0:y1, x0:x1]
-                group = [verts[k] for k in members]
-                colours_k = [rgb[k] for k in members]
-                out[y0:y1, x0:x1] = self._draw(crop, group, colours_k, fx, fy, cx - x0, cy - y0)
+        # Only the pixels people cover are drawn: each group of people whose projected boxes overlap
+        # (only they can hide one another) is rendered in a viewport around the group's box.
+        for (x0, y0, x1, y1), members in person_regions(verts, fx, fy, cx, cy, w, h):
+            crop = image[y0:y1, x0:x1]
+            group = [verts[k] for k in members]
+            colours_k = [rgb[k] for k in members]
+            out[y0:y1, x0:x1] = self._draw(crop, group, colours_k, fx, fy, cx - x0, cy - y0)
         return out
 
     def _draw(self, image, verts, rgb, fx, fy, cx, cy) -> np.ndarray:
@@ -201,10 +199,9 @@ class MeshRenderer:
 
     def close(self) -> None:
         """Free this thread's OpenGL context (call from the thread that renders)."""
-        with self._lock:
-            offscreen, self._local.offscreen = getattr(self._local, "offscreen", None), None
-            if offscreen is not None:
-                offscreen.delete()
+        offscreen, self._local.offscreen = getattr(self._local, "offscreen", None), None
+        if offscreen is not None:
+            offscreen.delete()
 
     # ---------------------------------------------------------------- OpenGL
 

@@ -41,19 +41,24 @@ def test_bench_repeat_reports_shares_and_the_bottleneck(tmp_path):
     for k in range(2):
         cv2.imwrite(str(folder / f"{k}.png"), np.full((120, 160), 800 + 10 * k, np.uint16))
     run = CliRunner().invoke(app, ["bench", str(folder), "--method", "srn", "--random-weights", "--json",
-                                   "--repeat", "3"])
+                                   "--repeat", "3", "--render-workers", "3"])
     assert run.exit_code == 0, run.output
     result = json.loads(run.output)
     assert result["repeat"] == 3 and result["frames"] == 2
     wall = result["wall_seconds"]
     for stage in result["stages"].values():
         assert abs(stage["share"] - stage["seconds"] / wall) < 0.01
-    assert set(result["threads"]) == {"decode", "detect", "model", "render"}
-    busiest = max(result["threads"], key=result["threads"].get)
+    # the render stage runs on the pool of annotate threads, the render thread writes the sinks (encode)
+    assert result["workers"] == {"decode": 1, "detect": 1, "model": 1, "annotate": 3, "write": 1}
     stages_of = {"decode": ("decode", "preprocess"), "detect": ("detect",), "model": ("model", "postprocess"),
-                 "render": ("track", "render", "encode")}
+                 "annotate": ("render",), "write": ("track", "encode")}
+    for thread, stages in stages_of.items():  # busy: the stages' seconds per thread of the pool
+        busy = sum(result["stages"][s]["seconds"] for s in stages) / result["workers"][thread] / wall
+        assert abs(result["threads"][thread] - busy) < 0.01
+    busiest = max(result["threads"], key=result["threads"].get)
     assert result["bottleneck"] == max(stages_of[busiest], key=lambda s: result["stages"][s]["seconds"])
     assert 0 < result["threads"][busiest] <= 1.05
+    assert abs(result["wall_over_bottleneck"] - 1 / result["threads"][busiest]) < 0.05
 
 
 def test_body_bench_runs_the_detector_as_its_own_stage_on_batches_of_frames(tmp_path, fake_smpl, monkeypatch):

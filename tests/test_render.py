@@ -66,7 +66,7 @@ def test_opengl_one_pass_nearer_person_in_front_and_resizes(gl):
 
 
 def test_opengl_from_another_thread(gl):
-    # The pipeline draws in its own render thread; calls are serialised.
+    # The pipeline draws on its annotate threads, each with its own context.
     results = []
     worker = threading.Thread(target=lambda: results.append(
         gl.render(_frame(), SQUARE[None], np.array([[0.0, 0.0, 5.0]]), focal=100, principal=(60.25, 50.25))))
@@ -82,6 +82,33 @@ def test_opengl_from_another_thread(gl):
     again = gl.render(_frame(), SQUARE[None], np.array([[0.0, 0.0, 5.0]]), focal=100, principal=(60.25, 50.25))
     assert gl.backend in ("egl", "osmesa"), gl.fallback_reason
     _check_square(again, exact_edges=False)
+
+
+@pytest.mark.parametrize("backend", ["gl", "wireframe"])
+def test_threads_render_at_once_what_one_thread_renders(gl, backend):
+    """The pipeline's annotate threads share one renderer, each thread with its own OpenGL context."""
+    renderer = gl if backend == "gl" else MeshRenderer(SQUARE_FACES, backend="wireframe", opacity=1.0)
+    jobs = [(np.array([[0.05 * k, -0.03 * k, 5.0 + 0.2 * k]]), (60 + 2 * k, 50 + k)) for k in range(12)]
+    serial = [renderer.render(_frame(), SQUARE[None], t, focal=100, principal=p) for t, p in jobs]
+    together = [None] * len(jobs)
+    start = threading.Barrier(3)
+
+    def work(first: int) -> None:
+        start.wait()
+        for k in range(first, len(jobs), 3):
+            cam_t, principal = jobs[k]
+            together[k] = renderer.render(_frame(), SQUARE[None], cam_t, focal=100, principal=principal)
+        renderer.close()  # this thread's context only
+
+    threads = [threading.Thread(target=work, args=(first,)) for first in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert renderer.backend == ("wireframe" if backend == "wireframe" else gl.backend), renderer.fallback_reason
+    for k, (alone, at_once) in enumerate(zip(serial, together)):
+        assert _changed(alone).sum() > 150
+        np.testing.assert_array_equal(at_once, alone, err_msg=f"frame {k}")
 
 
 def test_painter_draws_where_the_camera_projects():

@@ -19,6 +19,7 @@ from .common import (
     BatchSize,
     Device,
     Half,
+    RenderWorkers,
     RandomWeights,
     Weights,
     guarded,
@@ -27,19 +28,24 @@ from .common import (
 )
 
 
-# The pipeline's threads and the stages each one runs in turn (see meshcli.pipeline).
+# The pipeline's threads and the stages each one runs in turn (see meshcli.pipeline): the render stage runs on
+# the pool of annotate threads, and the render thread writes what they drew to the sinks (encode).
 THREADS = {"decode": ("decode", "preprocess"), "detect": ("detect",), "model": ("model", "postprocess"),
-           "render": ("track", "render", "encode")}
+           "annotate": ("render",), "write": ("track", "encode")}
+THREAD_NAMES = {"decode": "the decode thread", "detect": "the detect thread", "model": "the model thread",
+                "annotate": "the annotate pool", "write": "the render thread (track/smooth, writing the sinks)"}
 
 
 def benchmark(inputs: list[str], method: str, variant: str | None = None, weights: Path | None = None,
               random_weights: bool = False, batch_size: int = 8, device: str = "auto",
               options: dict | None = None, annotate: bool = True, progress: bool = False, repeat: int = 1,
-              temporal=None, half: bool = False) -> dict:
+              temporal=None, half: bool = False, render_workers: int | None = None) -> dict:
     """Run the whole pipeline ``repeat`` times (outputs to a temporary folder); the median of each timing.
 
-    Each stage's share is its seconds over the wall time. Stages of one thread run one after another, so a
-    thread busy for nearly the whole wall time bounds the run: the bottleneck is that thread's biggest stage.
+    Each stage's share is its seconds over the wall time; the render stage's seconds are summed over the
+    annotate threads, so its share may pass 100 %. A thread (or pool) is busy for its stages' seconds divided by
+    its thread count; the busiest bounds the run: the bottleneck is its biggest stage, and
+    ``wall_over_bottleneck`` is the wall time over that busy time (1.0: the stages overlap perfectly).
     """
     from ..api import load, run
 
@@ -51,11 +57,13 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="meshcli-bench-") as out:
             runs.append(run(predictor, inputs, out, batch_size=batch_size, annotate=annotate, progress=progress,
-                            temporal=temporal))
+                            temporal=temporal, render_workers=render_workers))
     frames = runs[-1].times.frames
     wall = statistics.median(r.times.wall for r in runs)
     seconds = {stage: statistics.median(r.times.seconds[stage] for r in runs) for stage in runs[-1].times.seconds}
-    busy = {thread: sum(seconds[s] for s in stages) / wall if wall else 0.0 for thread, stages in THREADS.items()}
+    workers = {thread: max(runs[-1].times.workers.get(stages[0], 1), 1) for thread, stages in THREADS.items()}
+    busy = {thread: sum(seconds[s] for s in stages) / workers[thread] / wall if wall else 0.0
+            for thread, stages in THREADS.items()}
     bottleneck_thread = max(busy, key=busy.get)
     return {
         "method": method, "variant": predictor.variant, "device": str(predictor.device), "half": half,
@@ -69,7 +77,9 @@ def benchmark(inputs: list[str], method: str, variant: str | None = None, weight
                            "share": round(sec / wall, 3) if wall else None}
                    for stage, sec in seconds.items()},
         "threads": {thread: round(share, 3) for thread, share in busy.items()},
+        "workers": workers,
         "bottleneck": max(THREADS[bottleneck_thread], key=seconds.get),
+        "wall_over_bottleneck": round(1 / busy[bottleneck_thread], 3) if busy[bottleneck_thread] else None,
         "wall_seconds": round(wall, 3),
         "end_to_end_fps": round(frames / wall, 3) if wall else None,
         "peak_rss_mb": round(max(r.peak_rss_mb for r in runs), 1),
@@ -109,21 +119,26 @@ def register(app: typer.Typer) -> None:
         device: Device = "auto",
         half: Half = False,
         annotate: Annotate = True,
+        render_workers: RenderWorkers = None,
         repeat: Annotated[int, typer.Option("--repeat", min=1, help="Run N times; report each timing's median.")] = 1,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Per-stage throughput (decode, preprocess, detect, model, postprocess, track, render, encode) and peak memory.
 
         Stages run in overlapping threads, so end-to-end frames/s is set by the slowest stage, not their sum;
-        each stage's share of the wall time is printed and the bottleneck named.
+        each stage's share of the wall time is printed and the bottleneck named. The render stage runs on
+        --render-workers threads at once: its seconds are their sum (its share may pass 100 %), and it is
+        busy for that sum over the thread count.
         Body methods crop the whole frame as one person unless --detector dekr; DEKR rescores when its
         rescoring net is in the weights store.
         """
         inputs, options, temporal = command_options(app, method, inputs)
         if spec(method).task == "body":
-            options = {"smpl": smpl, "detector": detector, **options}
+            given_people = "boxes" in options or "openpose" in options  # they choose the people instead
+            options = {"smpl": smpl, **({} if given_people else {"detector": detector}), **options}
         result = benchmark(inputs, method, variant, weights, random_weights, batch_size, device, options,
-                           annotate, progress=not as_json, repeat=repeat, temporal=temporal, half=half)
+                           annotate, progress=not as_json, repeat=repeat, temporal=temporal, half=half,
+                           render_workers=render_workers)
         if as_json:
             typer.echo(json.dumps(result, indent=1))
             if result["failures"]:
@@ -147,8 +162,10 @@ def register(app: typer.Typer) -> None:
         console = Console()
         console.print(table)
         thread = next(t for t, stages in THREADS.items() if result["bottleneck"] in stages)
-        console.print(f"bottleneck: {result['bottleneck']} (the {thread} thread is busy "
-                      f"{100 * result['threads'][thread]:.0f} % of the wall time)")
+        pool = f" of {result['workers'][thread]} threads" if result["workers"][thread] > 1 else ""
+        console.print(f"bottleneck: {result['bottleneck']} ({THREAD_NAMES[thread]}{pool} is busy "
+                      f"{100 * result['threads'][thread]:.0f} % of the wall time; the wall time is "
+                      f"{result['wall_over_bottleneck'] or 0:.2f} × its busy time)")
         console.print(f"peak memory: {result['peak_rss_mb']:.0f} MB RSS"
                       + (f", {result['peak_cuda_mb']:.0f} MB CUDA" if result["peak_cuda_mb"] else ""))
         for failure in result["failures"]:

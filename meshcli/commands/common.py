@@ -33,6 +33,9 @@ RandomWeights = Annotated[bool, typer.Option("--random-weights", help="Untrained
                                              "measure speed; every output is stamped as untrained.")]
 Annotate = Annotated[bool, typer.Option("--annotate/--no-annotate", help="Write the annotated image/video.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+RenderWorkers = Annotated[int | None, typer.Option(
+    "--render-workers", min=1, help="Threads drawing the overlay, several frames at once; outputs are still "
+    "written in frame order (default: one per 2 CPUs, at most 4).", show_default=False)]
 KeepPartial = Annotated[bool, typer.Option("--keep-partial", help="Keep the outputs of a video that ends before "
                                            "the frame count or duration its container announces (marked incomplete "
                                            "in the NPZ; "
@@ -124,7 +127,8 @@ Resume = Annotated[bool, typer.Option(
     "--resume", help="Skip inputs that OUT/meshcli_run/ records as done with the same settings and whose outputs "
     "are intact; run the rest.", rich_help_panel="Batch")]
 BATCH_OPTIONS = {"engine": (Engine, "local"), "ray_address": (RayAddress, None), "workers": (Workers, None),
-                 "gpus_per_worker": (GpusPerWorker, None), "inputs_from": (InputsFrom, None), "resume": (Resume, False)}
+                 "gpus_per_worker": (GpusPerWorker, None), "inputs_from": (InputsFrom, None), "resume": (Resume, False),
+                 "render_workers": (RenderWorkers, None)}
 
 
 # The engines' dispatcher lives here, above both engines, so that meshcli.engine never imports its Ray module.
@@ -175,13 +179,14 @@ def batch_command(fn):
     _COMMANDS[fn.__name__] = fn
 
     @functools.wraps(fn)
-    def command(*, engine: str, ray_address, workers, gpus_per_worker, inputs_from, resume, **options):
+    def command(*, engine: str, ray_address, workers, gpus_per_worker, inputs_from, resume, render_workers,
+                **options):
         from ..engine import BatchOptions, read_inputs_from
 
         options["inputs"] = [*(options.get("inputs") or []), *read_inputs_from(inputs_from)]
         # workers may run elsewhere: every path they get is absolute
         options = {k: v.absolute() if isinstance(v, Path) else v for k, v in options.items()}
-        batch = BatchOptions(engine, ray_address, workers, gpus_per_worker, resume, options["quiet"])
+        batch = BatchOptions(engine, ray_address, workers, gpus_per_worker, resume, options["quiet"], render_workers)
         report = run_batch(functools.partial(build_job, fn.__name__, options), options["inputs"],
                            options["out"], batch)
         print_report(report, batch)

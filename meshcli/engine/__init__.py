@@ -35,6 +35,7 @@ class BatchOptions:
     gpus_per_worker: float | None = None
     resume: bool = False
     quiet: bool = False
+    render_workers: int | None = None  # annotate threads of each pipeline (None: the pipeline's default)
 
 
 @dataclass
@@ -135,7 +136,7 @@ def run_local(job: Job, args: list[str], options: BatchOptions) -> BatchReport:
             ledger.failed(inp, error.line(), "local", 1)
 
     pipeline = job.pipeline(progress=Progress(enabled=not options.quiet), on_input_start=on_start,
-                            on_input_end=on_end)
+                            on_input_end=on_end, render_workers=options.render_workers)
     summary = None
     try:
         if todo:

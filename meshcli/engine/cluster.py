@@ -44,7 +44,7 @@ def import_ray():
 class BatchWorker:
     """A Ray actor: the command's predictor, built once, and the local pipeline run on whole inputs."""
 
-    def __init__(self, build: JobBuilder):
+    def __init__(self, build: JobBuilder, render_workers: int | None = None):
         import ray
 
         node = ray.get_runtime_context().get_node_id()
@@ -52,6 +52,7 @@ class BatchWorker:
         self.name = f"{address} pid {os.getpid()}"  # the node as the cluster knows it
         self.frames = 0  # frames this worker has finished, the input in progress included
         self.job, self.setup_error = None, None
+        self.render_workers = render_workers  # --render-workers
         try:
             self.job = build()
         except MeshcliError as err:  # reported by hello(), as the local engine would report it
@@ -88,7 +89,8 @@ class BatchWorker:
             ended.update(written=list(written), frames=frames, error=error)
 
         try:
-            for _ in self.job.pipeline(staging, on_input_end=on_end).stream([inp], summary):
+            pipeline = self.job.pipeline(staging, on_input_end=on_end, render_workers=self.render_workers)
+            for _ in pipeline.stream([inp], summary):
                 self.frames += 1
             failures = [f for f in summary.failures if f is not ended.get("error")]
             if "written" not in ended or ended["error"] is not None:
@@ -138,7 +140,7 @@ def start_workers(ray, build: JobBuilder, options: BatchOptions) -> list:
                            "lower --workers or --gpus-per-worker, or add nodes")
     actor = ray.remote(BatchWorker).options(num_cpus=1, num_gpus=per_worker, max_restarts=MAX_ATTEMPTS,
                                             max_task_retries=0, max_concurrency=2)
-    return [actor.remote(build) for _ in range(count)]
+    return [actor.remote(build, options.render_workers) for _ in range(count)]
 
 
 def greet(ray, workers: list, out: Path) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ whole-frame crop this is the official demo's camera.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -122,6 +123,7 @@ class BodyPredictor(Predictor):
         if self.detector is not None:
             self.detector.every = detect_every  # the network skips the frames between
         self._last: tuple[BodyFrame, dict[str, np.ndarray]] | None = None  # the frame ``infer`` ran last
+        self._renderer_lock = threading.Lock()  # annotate workers ask for it at once: one renderer for all
 
     @property
     def renderer_used(self) -> MeshRenderer | None:
@@ -130,9 +132,10 @@ class BodyPredictor(Predictor):
 
     @property
     def renderer(self) -> MeshRenderer:
-        if self._renderer is None:
-            self._renderer = MeshRenderer(self.smpl.faces, backend=self.renderer_choice)
-        return self._renderer
+        with self._renderer_lock:
+            if self._renderer is None:
+                self._renderer = MeshRenderer(self.smpl.faces, backend=self.renderer_choice)
+            return self._renderer
 
     # -- what a method provides ------------------------------------------------------------------
 
