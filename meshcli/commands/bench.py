@@ -29,7 +29,7 @@ from .common import (
 
 
 # The pipeline's threads and the stages each one runs in turn (see meshcli.pipeline): the render stage runs on
-# the pool of annotate threads, and the render thread writes what they drew to the sinks (encode).
+# the pool of annotate threads; the render thread runs the track/smooth stage and writes what they drew (encode).
 THREADS = {"decode": ("decode", "preprocess"), "detect": ("detect",), "model": ("model", "postprocess"),
            "annotate": ("render",), "write": ("track", "encode")}
 THREAD_NAMES = {"decode": "the decode thread", "detect": "the detect thread", "model": "the model thread",
