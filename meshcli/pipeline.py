@@ -336,6 +336,8 @@ class Pipeline:
                             raise msg.error
                         frames += self._write(pool, stage.finish() if stage is not None else [], sinks,
                                               current.input, times, results, stop, wait=True)
+                        if stop.is_set():  # the run was stopped (Ctrl-C, the caller left) before this input ended
+                            raise _cancelled(msg.input)
                         self._check_some_frame_read(msg.input, sinks)
                         for sink in sinks:  # every output complete under its temporary name ...
                             if isinstance(sink, NpzSink):
