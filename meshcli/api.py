@@ -140,7 +140,7 @@ def run(method: str | Predictor, inputs: str | Path | Sequence[str | Path], out:
     ``save_mesh`` (body methods) an OBJ per person per frame; ``keep_partial`` keeps the outputs of a video
     that ends early (marked incomplete). ``temporal`` sets tracking and smoothing across frames (default: track
     ids for videos and image folders, no smoothing); ``render_workers`` threads draw the overlay (default: one
-    per 2 CPUs, at most 4). Returns what was written and what failed.
+    per CPU, at most 4). Returns what was written and what failed.
     """
     predictor = method if isinstance(method, Predictor) else load(method, **options)
     if isinstance(method, Predictor) and options:

@@ -35,7 +35,7 @@ Annotate = Annotated[bool, typer.Option("--annotate/--no-annotate", help="Write 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 RenderWorkers = Annotated[int | None, typer.Option(
     "--render-workers", min=1, help="Threads drawing the overlay, several frames at once; outputs are still "
-    "written in frame order (default: one per 2 CPUs, at most 4).", show_default=False)]
+    "written in frame order (default: one per CPU, at most 4).", show_default=False)]
 KeepPartial = Annotated[bool, typer.Option("--keep-partial", help="Keep the outputs of a video that ends before "
                                            "the frame count or duration its container announces (marked incomplete "
                                            "in the NPZ; "
