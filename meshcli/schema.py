@@ -59,6 +59,7 @@ KEYS: tuple[Key, ...] = (
     Key("center_threshold", "pose", "input", "() float", "minimum centre-map score of a person"),
     Key("max_people", "pose", "input", "() int", "most people kept per frame"),
     Key("rescored", "pose", "input", "() bool", "scores come from the rescoring net"),
+    Key("backend", "pose", "input", "() str", "network runtime: torch or onnxruntime"),
     Key("rescore_weights", "pose", "input", "() str", "rescoring net file name (when rescored)"),
     Key("rescore_weights_sha256", "pose", "input", "() str", "its sha256"),
     # -- body (HMR, SPIN; I2L shares bbox, global_orient, body_pose, betas and the input keys)

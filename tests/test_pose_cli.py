@@ -76,6 +76,58 @@ def test_cli_matches_official_dekr(pose_run):
     print(case, errors)
 
 
+def test_onnxruntime_backend_matches_official_dekr(parity_checkpoints, tmp_path, monkeypatch):
+    """--backend onnxruntime: the same parity with the official outputs; the exported graph is kept in the
+    store and the next run loads it instead of exporting again."""
+    pytest.importorskip("onnxruntime")
+    from meshcli.models import onnx_backend
+
+    case = "dekr-w32-coco-ctrbias"
+    need_shared()
+    ckpt, rescore = parity_checkpoints(case), parity_checkpoints(case, "rescore_spec.json")
+    images, expected = case_images(case), np.load(FIXTURES / case / "expected.npz")
+    monkeypatch.setenv("MESHCLI_WEIGHTS", str(tmp_path / "store"))
+    args = ["--method", "dekr", "--variant", "w32-coco", "--weights", ckpt, "--rescore-weights", rescore,
+            "--backend", "onnxruntime", "--quiet"]
+    with pytest.MonkeyPatch.context() as recording:
+        heatmaps = record_heatmaps(recording)
+        run = meshcli("pose", *images, *args, "--out", tmp_path / "first")
+    assert run.exit_code == 0, run.output
+    for i, image in enumerate(images):
+        got = np.load(tmp_path / "first" / f"{image.stem}.npz")
+        assert str(got["backend"]) == "onnxruntime"
+        check_people(got["keypoints"], got["scores"], expected[f"poses_{i}"], expected[f"scores_{i}"], 0.005,
+                     expected[f"poses_inputres_{i}"], heatmaps[i], f"{case} image {i} onnxruntime")
+    assert len(list((tmp_path / "store" / "onnx").glob("dekr-w32-coco-*.onnx"))) == 1
+
+    def no_export(*args):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_backend, "export", no_export)
+    run = meshcli("pose", images[0], *args, "--out", tmp_path / "second")
+    assert run.exit_code == 0, run.output
+    np.testing.assert_array_equal(np.load(tmp_path / "second" / f"{images[0].stem}.npz")["keypoints"],
+                                  np.load(tmp_path / "first" / f"{images[0].stem}.npz")["keypoints"])
+
+
+def test_onnxruntime_backend_is_refused_with_one_line_where_it_cannot_run(monkeypatch):
+    import sys
+
+    import torch
+
+    import meshcli
+    from meshcli.errors import MeshcliError
+    from meshcli.models.onnx_backend import check_backend
+
+    with pytest.raises(MeshcliError, match="unknown --backend 'tensorrt'"):
+        meshcli.load("dekr", random_weights=True, backend="tensorrt")
+    with pytest.raises(MeshcliError, match="--backend onnxruntime runs on the CPU"):
+        check_backend("onnxruntime", torch.device("cuda"))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed
+    with pytest.raises(MeshcliError, match=r'pip install "meshcli\[onnx\]"'):
+        meshcli.load("dekr", random_weights=True, backend="onnxruntime")
+
+
 def test_npz_and_coco_json_contents(pose_run):
     case, images, outs, expected, _ = pose_run
     for i, image in enumerate(images):

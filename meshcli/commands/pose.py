@@ -53,6 +53,9 @@ def register(app: typer.Typer) -> None:
             show_default=False)] = None,
         kpt_thr: Annotated[float, typer.Option(
             "--kpt-thr", help="Draw joints scoring at least this (drawing only).")] = 0.0,
+        backend: Annotated[str, typer.Option(
+            "--backend", help="Network runtime: torch, or onnxruntime (CPU; several times faster there; the "
+            'first run of a checkpoint exports it, tens of seconds; needs pip install "meshcli[onnx]").')] = "torch",
         out: Out = Path("meshcli_out"),
         batch_size: BatchSize = 4,
         device: Device = "auto",
@@ -70,5 +73,5 @@ def register(app: typer.Typer) -> None:
         spec(method, "pose")
         predictor = load(method, variant, weights, device=device, half=half, random_weights=random_weights,
                          scales=scales, flip=flip, nms_threshold=nms_threshold, rescore=rescore,
-                         rescore_weights=rescore_weights, person_thr=person_thr, kpt_thr=kpt_thr)
+                         rescore_weights=rescore_weights, person_thr=person_thr, kpt_thr=kpt_thr, backend=backend)
         hand_to_engine(predictor, out, batch_size, annotate, output_sinks(predictor), keep_partial, temporal)

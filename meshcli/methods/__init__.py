@@ -70,7 +70,7 @@ BODY_OPTIONS = ("smpl", "detector", "detect_size", "openpose", "boxes", "save_ve
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("dekr", "pose", "meshcli.methods.dekr:DekrPredictor", validator="meshcli.methods.dekr:validate_checkpoint",
                options=("scales", "flip", "nms_threshold", "rescore", "rescore_weights", "person_thr", "kpt_thr",
-                        "input_size")),
+                        "input_size", "backend")),
     MethodSpec("hmr", "body", "meshcli.methods.hmr:HmrPredictor", converter="meshcli.methods.hmr:convert_checkpoint",
                options=BODY_OPTIONS),
     MethodSpec("spin", "body", "meshcli.methods.spin:SpinPredictor", validator="meshcli.methods.spin:validate_checkpoint",

@@ -43,9 +43,10 @@ from ..errors import MeshcliError
 from ..options import parse_floats
 from ..models.hrnet import HRNet, concat_branches, conv_bn
 from ..models.inference import fold_into, for_inference
+from ..models.onnx_backend import GRAPH_VERSION, OnnxRuntimeNetwork, check_backend
 from ..models.resnet import BasicBlock
 from ..ops import DeformConv2d
-from ..records import record_for
+from ..records import record_for, store_dir
 from ..types import Frame, PoseResult, WeightsInfo
 from . import METHODS
 from .base import Predictor
@@ -488,7 +489,7 @@ class DekrPredictor(Predictor):
                  nms_threshold: float | None = None, rescore: bool = True,
                  rescore_weights: str | Path | None = None, center_threshold: float = CENTER_THRESHOLD,
                  max_people: int = MAX_PEOPLE, person_thr: float | None = None, kpt_thr: float = 0.0,
-                 input_size: int | None = None):
+                 input_size: int | None = None, backend: str = "torch"):
         self.variant = METHODS["dekr"].choose_variant(variant)
         self.cfg = VARIANTS[self.variant]
         full_size = record_for("dekr", self.variant).input_size
@@ -523,6 +524,11 @@ class DekrPredictor(Predictor):
         if weights is not None:
             load_network(self.model, weights, self.variant)
         self.model = for_inference(self.model.eval().fuse_offset_blocks(), self.device)
+        self.backend = check_backend(backend, self.device)
+        if backend == "onnxruntime":
+            cached = (None if self.weights.sha256 is None else
+                      store_dir() / "onnx" / f"dekr-{self.variant}-{self.weights.sha256[:16]}-g{GRAPH_VERSION}.onnx")
+            self.model = OnnxRuntimeNetwork(self.model, ("heatmap", "offset"), cached)
 
         self.rescore_net = None
         self.rescore_weights = WeightsInfo(None, None)
@@ -676,5 +682,6 @@ class DekrPredictor(Predictor):
             "center_threshold": self.center_threshold,
             "max_people": self.max_people,
             "rescored": self.rescore_net is not None,
+            "backend": self.backend,
         })
         return meta

@@ -76,6 +76,10 @@ def deform_conv2d_torch(x: torch.Tensor, offset: torch.Tensor, weight: torch.Ten
     ho, wo = offset.shape[-2:]
     w2d = weight.reshape(out_ch, c * kh * kw)
     chunks = _columns(x, offset, kh, kw, stride, padding, dilation, budget_bytes)
+    if torch.onnx.is_in_onnx_export():  # one chunk, no in-place writes, every size taken from a tensor
+        cols = next(chunks)[2]
+        out = torch.matmul(w2d, cols).reshape(x.shape[0], out_ch, offset.shape[2], offset.shape[3])
+        return out if bias is None else out + bias[None, :, None, None]
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, offset, weight, bias) if t is not None):
         out = torch.cat([torch.matmul(w2d, cols).view(n, out_ch, r1 - r0, wo) for r0, r1, cols in chunks], 2)
         return out if bias is None else out + bias[None, :, None, None]
@@ -104,14 +108,16 @@ def _columns(x: torch.Tensor, offset: torch.Tensor, kh: int, kw: int, stride: in
     tap_x = (torch.arange(kw, device=x.device, dtype=x.dtype) * dilation).repeat(kh)
     base_y = (2 * (ys[None, :, None] + tap_y[:, None, None]) + 1) / h - 1  # (taps, Ho, 1)
     base_x = (2 * (xs[None, None, :] + tap_x[:, None, None]) + 1) / w - 1  # (taps, 1, Wo)
-    rows_per_chunk = max(1, budget_bytes // (x.element_size() * n * (c + 2) * taps * wo))
+    whole = torch.onnx.is_in_onnx_export()  # an exported graph works for any size: one chunk, nothing sliced
+    rows_per_chunk = ho if whole else max(1, budget_bytes // (x.element_size() * n * (c + 2) * taps * wo))
     for r0 in range(0, ho, rows_per_chunk):
         r1 = min(ho, r0 + rows_per_chunk)
-        off = offset[:, :, r0:r1].unflatten(1, (taps, 2))  # (N, taps, dy|dx, rows, Wo)
-        grid = torch.stack([base_x + off[:, :, 1] * (2 / w), base_y[:, r0:r1] + off[:, :, 0] * (2 / h)], -1)
-        cols = F.grid_sample(x, grid.view(n, taps * (r1 - r0), wo, 2), mode="bilinear",
+        rows = slice(None) if whole else slice(r0, r1)
+        off = offset[:, :, rows].unflatten(1, (taps, 2))  # (N, taps, dy|dx, rows, Wo)
+        grid = torch.stack([base_x + off[:, :, 1] * (2 / w), base_y[:, rows] + off[:, :, 0] * (2 / h)], -1)
+        cols = F.grid_sample(x, grid.flatten(1, 2), mode="bilinear",
                              padding_mode="zeros", align_corners=False)  # (N, C, taps*rows, Wo)
-        yield r0, r1, cols.view(n, c * taps, -1)
+        yield r0, r1, cols.flatten(2).unflatten(2, (taps, -1)).flatten(1, 2)  # (N, C*taps, rows*Wo)
 
 
 class DeformConv2d(nn.Module):
