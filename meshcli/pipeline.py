@@ -117,7 +117,8 @@ class Pipeline:
         self.on_input_end = on_input_end
         self.keep_partial = keep_partial  # keep the outputs of a video that ends early, marked incomplete
         self.temporal = temporal or TemporalOptions()  # track ids and smoothing across frames
-        adapter_for(predictor, self.temporal.smooth)  # a method that cannot be smoothed fails before any frame
+        if self.temporal.track is not False:  # a method that cannot be tracked or smoothed fails before any frame
+            adapter_for(predictor, self.temporal.smooth)
         self.render_workers = render_workers or default_workers()  # threads annotating frames at once
 
     def extensions(self) -> set[str]:

@@ -110,3 +110,16 @@ def test_a_long_video_streams_through_the_stage_with_flat_memory(tmp_path, monke
     assert most <= 2 * stages[0].look_ahead + 1 + 4 * pipeline.queue_size * pipeline.batch_size
     npz = np.load(tmp_path / "out" / "long.npz")
     assert len(npz["track_id"]) == 3000 and "keypoints_raw" in npz
+
+
+def test_a_method_without_a_tracker_view_is_refused_unless_tracking_is_off(tmp_path):
+    from meshcli.pipeline import Pipeline
+
+    from test_pipeline import BrightestPixel
+
+    class Untrackable(BrightestPixel):
+        task, method = "body", "untrackable"  # a body method without SMPL parameters or lixel outputs
+
+    with pytest.raises(MeshcliError, match="cannot be tracked.*--no-track"):
+        Pipeline(Untrackable(), tmp_path)
+    Pipeline(Untrackable(), tmp_path, temporal=TemporalOptions(track=False))  # nothing to track: accepted
