@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from interleaved import interleaved, print_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,22 +28,18 @@ def main() -> None:
     parser.add_argument("extra", nargs="*")
     args = parser.parse_args()
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    seconds: dict[int, list[float]] = {1: [], args.every: []}
-    for _ in range(args.runs):
-        for every in seconds:
+
+    def body(every: int):
+        def run():
             with tempfile.TemporaryDirectory() as out:
-                t0 = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "meshcli", "body", args.video, "--method", "hmr",
                                 "--detector", args.detector, "--smpl", args.smpl, "--random-weights",
                                 "--renderer", "wireframe", "--detect-every", str(every), "--out", out, "--quiet",
                                 *args.extra], check=True, env=env)
-                seconds[every].append(time.perf_counter() - t0)
-    base = statistics.median(seconds[1])
-    print("| --detect-every | median s | runs (s) | speed-up |\n|---|---|---|---|")
-    for every, runs in seconds.items():
-        print(f"| {every} | {statistics.median(runs):.1f} | {', '.join(f'{r:.1f}' for r in runs)} "
-              f"| {base / statistics.median(runs):.2f}x |")
+        return run
 
+    seconds = interleaved({"1": body(1), str(args.every): body(args.every)}, args.runs)
+    print_table("--detect-every", seconds, base="1")
 
 if __name__ == "__main__":
     main()

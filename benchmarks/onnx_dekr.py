@@ -11,7 +11,6 @@ The weights are untrained: the cost of a forward does not depend on them.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import meshcli  # noqa: E402
 from meshcli.models.onnx_backend import OnnxRuntimeNetwork  # noqa: E402
+
+from interleaved import interleaved, print_table  # noqa: E402
 
 
 def main() -> None:
@@ -45,22 +46,11 @@ def main() -> None:
         return [t.numpy() for t in onnx(x)]
 
     difference = max(float(np.abs(a - b).max()) for a, b in zip(run_torch(), run_ort()))  # also warms both up
-    seconds: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
-    for k in range(args.rounds):
-        order = [("torch", run_torch), ("onnxruntime", run_ort)]
-        for name, fn in order if k % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
-            fn()
-            seconds[name].append(time.perf_counter() - t0)
-    base = statistics.median(seconds["torch"])
+    seconds = interleaved({"torch": run_torch, "onnxruntime": run_ort}, args.rounds)
     print(f"DEKR forward, batch 2 x {args.height}x{args.width}, {torch.get_num_threads()} threads, "
           f"median of {args.rounds} interleaved; largest output difference {difference:.2e}; export and "
           f"session {export_s:.1f} s (once per checkpoint: the store keeps the graph)")
-    print("| backend | median s | runs (s) | vs torch |\n|---|---|---|---|")
-    for name, runs in seconds.items():
-        print(f"| {name} | {statistics.median(runs):.2f} | {', '.join(f'{r:.2f}' for r in runs)} "
-              f"| {statistics.median(runs) / base:.2f}x |")
-
+    print_table("backend", seconds, base="torch")
 
 if __name__ == "__main__":
     main()
