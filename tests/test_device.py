@@ -78,16 +78,22 @@ def test_body_crops_reach_the_network_through_the_copy_helper(monkeypatch, fake_
 
 
 def test_cudnn_autotunes_on_cuda_only(monkeypatch):
-    for flag in ("benchmark", "allow_tf32"):
-        monkeypatch.setattr(torch.backends.cudnn, flag, getattr(torch.backends.cudnn, flag))
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.benchmark = False
-    resolve_device("cpu")
-    assert torch.backends.cudnn.benchmark is False
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device("cuda") == torch.device("cuda")
-    assert torch.backends.cudnn.benchmark is True
-    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    # torch's backend flags live behind module __getattr__/__setattr__ hooks, which newer pytest's monkeypatch
+    # cannot undo: saved and restored by hand
+    flags = [(torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "allow_tf32"),
+             (torch.backends.cuda.matmul, "allow_tf32")]
+    saved = [getattr(owner, name) for owner, name in flags]
+    try:
+        torch.backends.cudnn.benchmark = False
+        resolve_device("cpu")
+        assert torch.backends.cudnn.benchmark is False
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        assert resolve_device("cuda") == torch.device("cuda")
+        assert torch.backends.cudnn.benchmark is True
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        for (owner, name), value in zip(flags, saved):
+            setattr(owner, name, value)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: --half is fp16 autocast on CUDA")
