@@ -257,10 +257,20 @@ class Pipeline:
 
     def _batches(self, inp: queue.Queue, out: queue.Queue, process: Callable[[list[_Item]], None], doing: str,
                  summary: RunSummary, stop: threading.Event) -> None:
-        """Group an input's frames into batches of ``batch_size`` for ``process``; pass everything on in order."""
+        """Group an input's frames into batches for ``process``; pass everything on in order.
+
+        An input's batches grow 1, 2, 4 ... up to ``batch_size`` and, where its frame count is known, shrink to
+        half of what is left towards its end: the stages after this one start on the first frame instead of
+        waiting for a full batch, and finish soon after this one instead of a whole batch later.
+        """
         batch: list[_Item] = []
         current: Input | None = None
         error: MeshcliError | None = None  # the current input's first error here; its later frames are dropped
+        limit, left = 1, 0  # the size of the batch being filled; the input's frames not yet batched (0: unknown)
+
+        def next_limit() -> int:
+            grown = min(2 * limit, self.batch_size)
+            return max(1, min(grown, (left + 1) // 2)) if left > 0 else grown
 
         def flush() -> MeshcliError | None:
             if not batch:
@@ -280,11 +290,13 @@ class Pipeline:
             if isinstance(msg, _Item):
                 if error is None:
                     batch.append(msg)
-                    if len(batch) >= self.batch_size:
+                    left -= 1
+                    if len(batch) >= limit:
                         error = flush()
+                        limit = next_limit()
                 continue
             if isinstance(msg, _Start):
-                current = msg.input
+                current, limit, left = msg.input, 1, msg.num_frames or 0
             elif isinstance(msg, _End):
                 error = error or flush()
                 msg.error = msg.error or error

@@ -74,11 +74,12 @@ def test_body_bench_runs_the_detector_as_its_own_stage_on_batches_of_frames(tmp_
         return forward(net, x)
 
     monkeypatch.setattr(dekr.DekrNet, "forward", spy)
-    video = write_video(tmp_path / "clip.mp4", frames=5, size=(96, 64))
+    video = write_video(tmp_path / "clip.mp4", frames=9, size=(96, 64))
     run = CliRunner().invoke(app, ["bench", str(video), "--method", "hmr", "--detector", "dekr", "--random-weights",
                                    "--smpl", str(fake_smpl), "--batch-size", "3", "--no-annotate", "--json"])
     assert run.exit_code == 0, run.output
     result = json.loads(run.output)
-    assert result["frames"] == 5 and result["untrained"] and result["settings"]["detector"] == "dekr"
+    assert result["frames"] == 9 and result["untrained"] and result["settings"]["detector"] == "dekr"
     assert result["stages"]["detect"]["seconds"] > 0
-    assert frames_per_forward == [3, 2]  # batches of --batch-size frames, the input's rest last
+    # batches grow to --batch-size frames, then shrink to half of what is left (the video says how many)
+    assert frames_per_forward == [1, 2, 3, 2, 1]
