@@ -19,7 +19,7 @@ from conftest import write_video
 from test_hostile import frames_folder, run_guarded, snapshot
 from test_pipeline import BrightestPixel
 
-VIDEO_HEIGHT = 48  # write_video's frames (the image folder's are taller)
+VIDEO_HEIGHT = 48  # write_video's frames (the image folder's are 30 high)
 
 
 class SlowAnnotate(BrightestPixel):
