@@ -54,8 +54,8 @@ def register(app: typer.Typer) -> None:
         kpt_thr: Annotated[float, typer.Option(
             "--kpt-thr", help="Draw joints scoring at least this (drawing only).")] = 0.0,
         backend: Annotated[str, typer.Option(
-            "--backend", help="Network runtime: torch, or onnxruntime (CPU; several times faster there; the "
-            'first run of a checkpoint exports it, tens of seconds; needs pip install "meshcli[onnx]").')] = "torch",
+            "--backend", help="Network runtime: torch, or onnxruntime (CPU only, faster there; the "
+            'first run of a checkpoint exports it, seconds to a minute; needs pip install "meshcli[onnx]").')] = "torch",
         out: Out = Path("meshcli_out"),
         batch_size: BatchSize = 4,
         device: Device = "auto",

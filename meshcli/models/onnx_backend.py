@@ -1,9 +1,10 @@
 """``--backend onnxruntime``: a network exported once to ONNX and run by ONNX Runtime on the CPU.
 
-Measured on this project's 2-core CPU (``benchmarks/onnx_dekr.py``, interleaved runs), DEKR's forward runs
-in a fraction of the best PyTorch CPU path's time with outputs within 1e-6 of it. The export traces the network
-in the form meshcli runs it (BatchNorm folded, the deformable convolution as one im2col matmul) with batch,
-height and width left free, so one graph serves every input size. Tracing takes tens of seconds, so the graph
+Measured on this project's 2-core CPU (``benchmarks/onnx_dekr.py``, interleaved runs), DEKR's forward takes
+0.7-0.8x the best PyTorch CPU path's time (0.3x on a machine busy with other work), outputs within 1e-6 of it.
+The export traces the network in the form meshcli runs it (BatchNorm folded, the deformable convolution as one
+im2col matmul) with batch, height and width left free, so one graph serves every input size. Tracing takes
+seconds to tens of seconds, so the graph
 of a checkpoint is kept in the weights store (``onnx/``, named by the checkpoint's sha256) and later runs load
 it; untrained weights are traced every time.
 """
