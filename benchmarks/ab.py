@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -35,7 +36,8 @@ def bench_once(tree: Path, args: list[str]) -> dict:
     result = json.loads(done.stdout)
     return {"model_s": result["stages"]["model"]["seconds"], "wall_s": result["wall_seconds"],
             # wall over the busiest thread's (or pool's, per thread) busy time: 1.0 is perfect overlap
-            "wall_over_bottleneck": 1 / max(result["threads"].values()),
+            # (NaN for a checkout whose bench does not report its threads)
+            "wall_over_bottleneck": 1 / max(result["threads"].values()) if "threads" in result else math.nan,
             "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
             "peak_rss_mb": result["peak_rss_mb"]}
 
