@@ -46,7 +46,7 @@ TRACK_MAX_AGE_S = 0.5  # default --track-max-age: about half a second of frames
 class Adapter:
     """A task's view of its rows: what the tracker compares and what gets smoothed."""
 
-    single_track = False  # every row is the same one thing (a hand input)
+    single_track = False  # every row is the same one thing (a hand input): no association, no ``features``
     changed_keys: tuple[str, ...] = ()  # what ``decode`` rewrites (each gets a ``_raw`` twin)
 
     def features(self, rows: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -88,17 +88,25 @@ class PoseAdapter(Adapter):
         return ["keypoints"]
 
 
-class BodyAdapter(Adapter):
-    """Crop-and-regress body methods (HMR, SPIN): rows as ``meshcli.methods.body`` writes them."""
-
-    changed_keys = ("global_orient", "body_pose", "betas", "cam", "cam_t", "joints3d", "joints2d", "vertices")
+class MeshAdapter(Adapter):
+    """Body methods: people compared by box and by the joints the method puts in the image; each row's mesh
+    rides along in ``result.vertices``."""
 
     def __init__(self, predictor):
         self.predictor = predictor
 
     def features(self, rows):
-        j2d = rows["joints2d"]
-        return rows["bbox"], np.concatenate([j2d, np.ones((*j2d.shape[:2], 1))], -1)
+        return rows["bbox"], self.predictor.image_keypoints(rows)
+
+    def select(self, result, keep):
+        super().select(result, keep)
+        result.vertices = result.vertices[keep]
+
+
+class BodyAdapter(MeshAdapter):
+    """Crop-and-regress body methods (HMR, SPIN): rows as ``meshcli.methods.body`` writes them."""
+
+    changed_keys = ("global_orient", "body_pose", "betas", "cam", "cam_t", "joints3d", "joints2d", "vertices")
 
     def crop_side(self, rows):
         return self.predictor.crop_size * rows["focal_length"].mean(1) / self.predictor.focal
@@ -129,10 +137,6 @@ class BodyAdapter(Adapter):
         result.vertices = vertices.astype(result.vertices.dtype)
         return list(changed)
 
-    def select(self, result, keep):
-        super().select(result, keep)
-        result.vertices = result.vertices[keep]
-
 
 class HandAdapter(Adapter):
     single_track = True
@@ -140,10 +144,6 @@ class HandAdapter(Adapter):
 
     def __init__(self, predictor):
         self.predictor = predictor
-
-    def features(self, rows):
-        uv = rows["joints_uvd"][..., :2].astype(np.float64)
-        return np.concatenate([np.nanmin(uv, 1), np.nanmax(uv, 1)], 1) if len(uv) else np.zeros((0, 4)), None
 
     def scale(self, rows):
         return np.full(len(rows["joints_xyz"]), 100.0)  # mm: about a hand's span
@@ -158,7 +158,7 @@ class HandAdapter(Adapter):
         return ["joints_xyz", "joints_uvd"]
 
 
-class I2LAdapter(Adapter):
+class I2LAdapter(MeshAdapter):
     """I2L-MeshNet: its lixel outputs are positions (joints and mesh, smoothed in camera space); its parameter
     stage, when trained, gives SMPL rotations, betas and the mesh's translation, from which its mesh is
     recomputed."""
@@ -166,12 +166,8 @@ class I2LAdapter(Adapter):
     changed_keys = ("joints_img", "mesh_cam", "global_orient", "body_pose", "betas", "cam_t", "mesh_cam_param")
 
     def __init__(self, predictor):
-        self.predictor = predictor
+        super().__init__(predictor)
         self.shown = "mesh_cam" if predictor.stage == "lixel" else "mesh_cam_param"  # the overlay's mesh
-
-    def features(self, rows):
-        uv = rows["joints_img"][..., :2]
-        return rows["bbox"], np.concatenate([uv, np.ones((*uv.shape[:2], 1))], -1)
 
     def encode(self, result):
         rows = result.rows
@@ -213,10 +209,6 @@ class I2LAdapter(Adapter):
         for key, value in changed.items():
             rows[key] = value.astype(rows[key].dtype)
         return list(changed)
-
-    def select(self, result, keep):
-        super().select(result, keep)
-        result.vertices = result.vertices[keep]
 
 
 def adapter_for(predictor, smooth: str) -> Adapter:

@@ -158,8 +158,14 @@ class BodyPredictor(Predictor):
 
     # -- the pipeline steps ----------------------------------------------------------------------
     def image_joints(self, rows: dict[str, np.ndarray]) -> np.ndarray:
-        """(P, J, 2) each person's joints in image pixels: what carries them to the next frame."""
+        """(P, J, 2) each person's joints in image pixels."""
         return rows["joints2d"]
+
+    def image_keypoints(self, rows: dict[str, np.ndarray]) -> np.ndarray:
+        """(P, J, 3) ``image_joints`` with a score of 1 each: what carries people to the next frame and what
+        the tracker compares them by."""
+        joints = self.image_joints(rows)
+        return np.concatenate([joints, np.ones((*joints.shape[:2], 1))], -1)
 
     def preprocess(self, frame: Frame, people: list[Person] | None = None) -> BodyFrame:
         if frame.index % self.detect_every:  # between detections: the people come from the frame before
@@ -191,8 +197,8 @@ class BodyPredictor(Predictor):
         """Crop ``frame``'s people where the previous frame's joints put them."""
         if self._last is not None:
             rows = self.postprocess(*self._last).rows
-            for joints in self.image_joints(rows):
-                person = keypoint_person(np.concatenate([joints, np.ones((len(joints), 1))], 1), 0.0)
+            for keypoints in self.image_keypoints(rows):
+                person = keypoint_person(keypoints, 0.0)
                 if person is not None:
                     frame.people.append(person)
                     frame.crops.append(self.crop(frame.image, person))
