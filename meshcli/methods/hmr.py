@@ -293,10 +293,15 @@ class HmrPredictor(BodyPredictor):
             theta = self.net(x)[1][:, -1]
         theta = theta.float()  # SMPL and the cameras stay float32
         cam, pose, betas = theta[:, :3], theta[:, 3:75], theta[:, 75:]
-        body = self.smpl(betas, pose)
-        joints = torch.einsum("jv,bvc->bjc", self.net.cocoplus_regressor, body.vertices)
+        joints, vertices = self.posed_body(betas, pose)
         return {"global_orient": pose[:, :3], "body_pose": pose[:, 3:], "betas": betas, "cam": cam,
-                "joints3d": joints, "vertices": body.vertices}
+                "joints3d": joints, "vertices": vertices}
+
+    def posed_body(self, betas: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(joints3d, vertices) of SMPL parameters (betas (P, 10), axis-angle pose (P, 72)): HMR's cocoplus
+        joints of the posed mesh."""
+        body = self.smpl(betas, pose)
+        return torch.einsum("jv,bvc->bjc", self.net.cocoplus_regressor, body.vertices), body.vertices
 
     def to_image(self, crop: PersonCrop, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         s, tx, ty = (float(v) for v in out["cam"])
@@ -315,11 +320,9 @@ class HmrPredictor(BodyPredictor):
 
     @torch.no_grad()
     def body_from_parameters(self, betas: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(joints3d, vertices) of SMPL parameters (betas (P, 10), axis-angle pose (P, 72)): HMR's cocoplus
-        joints of the posed mesh."""
-        body = self.smpl(*(torch.as_tensor(a, dtype=torch.float32, device=self.device) for a in (betas, pose)))
-        joints = torch.einsum("jv,bvc->bjc", self.net.cocoplus_regressor, body.vertices)
-        return joints.cpu().numpy(), body.vertices.cpu().numpy()
+        """``posed_body`` of numpy parameters, in numpy (the temporal stage's smoothed parameters)."""
+        tensors = (torch.as_tensor(a, dtype=torch.float32, device=self.device) for a in (betas, pose))
+        return tuple(t.cpu().numpy() for t in self.posed_body(*tensors))
 
     def project(self, cam: np.ndarray, joints3d: np.ndarray, focal_length: np.ndarray,
                 principal_point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -330,4 +333,3 @@ class HmrPredictor(BodyPredictor):
         pixels_per_unit = half * s * focal_length.mean(1, keepdims=True) / self.focal
         joints2d = pixels_per_unit[:, None] * (joints3d[..., :2] + t[:, None]) + principal_point[:, None]
         return np.concatenate([t, self.focal / (half * s)], 1), joints2d
-

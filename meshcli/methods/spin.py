@@ -236,6 +236,7 @@ class SpinPredictor(BodyPredictor):
         p = out["joints3d"].astype(np.float64) + cam_t
         return {"joints2d": focal * p[:, :2] / p[:, 2:] + centre, "cam_t": cam_t,
                 "focal_length": focal, "principal_point": centre}
+
     @torch.no_grad()
     def body_from_parameters(self, betas: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(joints3d, vertices) of SMPL parameters (betas (P, 10), axis-angle pose (P, 72)): SPIN's joints
@@ -250,4 +251,3 @@ class SpinPredictor(BodyPredictor):
         cam_t = np.concatenate([t, 2 * self.focal / (self.crop_size * s + 1e-9)], 1)
         p = joints3d + cam_t[:, None]
         return cam_t, focal_length[:, None] * p[..., :2] / p[..., 2:] + principal_point[:, None]
-
