@@ -99,8 +99,9 @@ def person_source(detector: str | None = None, openpose: str | Path | None = Non
     else the whole frame is one person. ``detect_size`` is DEKR's input short side (default its full size).
     """
     chosen = detector
+    record = records.record_for("dekr", DEKR_DETECTOR_VARIANT)
     if detector is None and openpose is None and boxes is None:
-        detector = "dekr" if records.record_for("dekr", DEKR_DETECTOR_VARIANT).present() else "full"
+        detector = "dekr" if record.present() else "full"
     if detector is not None and detector not in DETECTORS:
         raise MeshcliError(None, f"unknown --detector {detector}", f"use one of {', '.join(DETECTORS)}")
     if detect_size is not None and detector != "dekr":
@@ -116,7 +117,6 @@ def person_source(detector: str | None = None, openpose: str | Path | None = Non
         return WholeFrame()
     if detector == "hog":
         return HogPeople()
-    record = records.record_for("dekr", DEKR_DETECTOR_VARIANT)
     if not random_weights and not record.present():  # --weights is the body network's: never advise it here
         raise MeshcliError(record.path, f"--detector dekr needs DEKR's {record.name} checkpoint, which is not in "
                            "the weights store", f"{record.how_to_get()}; or choose the people with --detector "

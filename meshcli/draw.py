@@ -47,19 +47,22 @@ def draw_skeleton(image: np.ndarray, joints: np.ndarray, links: Sequence[tuple[i
         cv2.circle(image, tuple(map(int, pts[j])), t + 1, rgb, -1, cv2.LINE_AA)
 
 
+def box_thickness(image: np.ndarray) -> int:
+    """Line width of boxes and their labels: one pixel per 500 of the image's longer side."""
+    return max(1, round(max(image.shape[:2]) / 500))
+
+
 def draw_box(image: np.ndarray, box_xyxy: np.ndarray, rgb: tuple[int, int, int],
              label: str | None = None) -> None:
-    h, w = image.shape[:2]
-    t = max(1, round(max(h, w) / 500))
     x0, y0, x1, y1 = (int(round(float(v))) for v in box_xyxy)
-    cv2.rectangle(image, (x0, y0), (x1, y1), rgb, t, cv2.LINE_AA)
+    cv2.rectangle(image, (x0, y0), (x1, y1), rgb, box_thickness(image), cv2.LINE_AA)
     if label:
         draw_label(image, box_xyxy, label, rgb)
 
 
 def draw_label(image: np.ndarray, box_xyxy: np.ndarray, label: str, rgb: tuple[int, int, int]) -> None:
     """``label`` just above a box's top-left corner, in place."""
-    t = max(1, round(max(image.shape[:2]) / 500))
+    t = box_thickness(image)
     x0, y0 = (int(round(float(v))) for v in box_xyxy[:2])
     cv2.putText(image, label, (max(0, x0), max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * t, rgb, t,
                 cv2.LINE_AA)

@@ -269,10 +269,10 @@ class HogPeople(PersonSource):
         area = (boxes[:, 2:] - boxes[:, :2]).prod(1)
         people: list[Person] = []
         for k in np.argsort(-area, kind="stable"):  # larger boxes first: they swallow parts of the same person
-            lo = np.maximum(boxes[k, :2], [p.box[:2] for p in people]) if people else None
             if people:
-                hi = np.minimum(boxes[k, 2:], [p.box[2:] for p in people])
-                if (np.clip(hi - lo, 0, None).prod(1) / area[k] > self.inside).any():
+                kept = np.array([p.box for p in people])
+                overlap = np.minimum(boxes[k, 2:], kept[:, 2:]) - np.maximum(boxes[k, :2], kept[:, :2])
+                if (np.clip(overlap, 0, None).prod(1) / area[k] > self.inside).any():
                     continue
             people.append(Person(boxes[k], "box", None, float(scores[k])))
         return people

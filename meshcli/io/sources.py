@@ -258,7 +258,7 @@ def iter_video(path: Path, rotation: int = 0) -> Iterator[Frame]:
                            "re-export or re-download the video") from None
     if decoded < announced:
         raise VideoEndsEarly(path, f"{decoded} of the {announced} frames")
-    # half a frame of slack beyond the last frame's own length: timestamps are rounded to the time base
+    # a frame and a half of slack beyond the last frame's own end: timestamps are rounded to the time base
     if announced_end is not None and announced_end - decoded_end > 1.5 * interval:
         raise VideoEndsEarly(path, f"{decoded} frames ({decoded_end:.2f} s) of the {announced_end:.2f} s")
 
