@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from meshcli.methods import dekr
@@ -58,6 +59,38 @@ def test_fused_adapt_block_equals_the_official_block():
     assert float(want.abs().mean()) > 0.1
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got_nhwc, want, rtol=1e-4, atol=1e-4)
+
+
+def test_nchw_conv1x1_reads_channels_last_and_writes_nchw():
+    torch.manual_seed(4)
+    conv = dekr.NchwConv1x1(6, 5, 1)
+    x = torch.randn(2, 6, 7, 9).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = conv(x)
+        want = F.conv2d(x, conv.weight, conv.bias)
+    assert got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_dekr_inference_form_equals_the_official_network():
+    """fuse_offset_blocks, then for_inference: the same outputs as the official modules, offsets reaching outside."""
+    torch.manual_seed(5)
+    net = dekr.DekrNet(8, 3).eval()
+    randomise_batchnorms(net.transition_offset, 6)
+    for k, block in enumerate(m for m in net.modules() if isinstance(m, dekr.AdaptBlock)):
+        randomise_batchnorms(block, 7 + k)
+        for conv in (block.transform_matrix_conv, block.translation_conv):
+            nn.init.normal_(conv.weight, std=0.3)
+            nn.init.normal_(conv.bias, std=2.0)  # translations of a few grid cells, across the 16x24 border
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        want = net(x)
+        inference = for_inference(net.fuse_offset_blocks(), torch.device("cpu"))
+        got = inference(x.contiguous(memory_format=torch.channels_last))
+    assert isinstance(inference.transition_offset[0], dekr.NchwConv1x1)
+    assert float(want[1].abs().mean()) > 0.1
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
 
 
 def test_dekr_predictor_runs_the_inference_form():
