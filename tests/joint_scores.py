@@ -9,6 +9,7 @@ pixels such a coordinate can fall in; every other joint is compared directly, wi
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from meshcli.methods import dekr
 
@@ -16,16 +17,31 @@ BOUNDARY_PX = 0.05
 LIMIT = 0.002  # of the image's largest official joint score
 
 
+def dense_heatmap(maps) -> torch.Tensor:
+    """The scale-averaged (J+1, H, W) input-pixel heatmap that ``dekr.joint_heat`` reads its joints from."""
+    heat, ratio = maps[0]
+    height, width = dekr.upsampled_size(heat, ratio)
+    pixels = (torch.arange(heat.shape[0])[:, None, None], torch.arange(height)[None, :, None],
+              torch.arange(width)[None, None, :])
+    return sum(dekr.upsampled_heat(h, r, *pixels) for h, r in maps) / len(maps)
+
+
 def record_heatmaps(monkeypatch) -> list[np.ndarray]:
     """Keep every heatmap DEKR samples joint scores from: one (J+1, H, W) array per frame, in frame order."""
     seen: list[np.ndarray] = []
-    sample = dekr.heat_values
+    sample = dekr.joint_heat
 
-    def recording(coords, heatmap):
-        seen.append(heatmap.detach().cpu().numpy().copy())
-        return sample(coords, heatmap)
+    def recording(joints, maps):
+        heat = dense_heatmap(maps)
+        seen.append(heat.detach().cpu().numpy())
+        pixel = joints.floor().long()
+        dense = heat[torch.arange(joints.shape[1]), pixel[..., 1].clamp(0, heat.shape[1] - 1),
+                     pixel[..., 0].clamp(0, heat.shape[2] - 1)]
+        read = sample(joints, maps)
+        torch.testing.assert_close(read, dense, rtol=1e-6, atol=1e-7)  # the joints read the dense map's pixels
+        return read
 
-    monkeypatch.setattr(dekr, "heat_values", recording)
+    monkeypatch.setattr(dekr, "joint_heat", recording)
     return seen
 
 

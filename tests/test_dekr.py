@@ -30,7 +30,7 @@ from meshcli.methods import dekr
 from meshcli.types import Frame, FrameResult
 
 from conftest import FIXTURES
-from joint_scores import LIMIT, joint_score_error, record_heatmaps
+from joint_scores import LIMIT, dense_heatmap, joint_score_error, record_heatmaps
 
 CASES = ("dekr-w32-coco", "dekr-w32-coco-ctrbias")
 
@@ -330,13 +330,16 @@ def test_pose_nms_keeps_the_best_of_a_cover_set_in_pick_order():
 
 
 def test_heatmap_upsampling_maps_grid_to_input_pixels():
-    grid = torch.arange(12.0).reshape(1, 1, 3, 4)
-    up = dekr.upsample_heatmap(grid, 4.0)
-    assert up.shape == (1, 1, 12, 16)
-    np.testing.assert_allclose(up[0, 0, ::4, ::4].numpy(), grid[0, 0].numpy())  # input pixel 4k reads grid k
-    np.testing.assert_allclose(up[0, 0, :, 12:].numpy(), up[0, 0, :, 12:13].expand(12, 4).numpy())
-    assert dekr.upsample_heatmap(torch.zeros(1, 1, 6, 8), 2.0).shape == (1, 1, 12, 16)
-    assert dekr.upsample_heatmap(torch.zeros(1, 1, 2, 2), 8.0).shape == (1, 1, 16, 16)
+    grid = torch.arange(12.0).reshape(1, 3, 4)
+    up = dense_heatmap([(grid, 4.0)])
+    assert up.shape == (1, 12, 16)
+    np.testing.assert_allclose(up[0, ::4, ::4].numpy(), grid[0].numpy())  # input pixel 4k reads grid k
+    np.testing.assert_allclose(up[0, :, 12:].numpy(), up[0, :, 12:13].expand(12, 4).numpy())
+    np.testing.assert_allclose(up[0, 2, 2].item(), (0.5 * (0 + 4) + 0.5 * (1 + 5)) / 2)  # between four cells
+    assert dekr.upsampled_size(torch.zeros(1, 6, 8), 2.0) == (12, 16)
+    assert dekr.upsampled_size(torch.zeros(1, 2, 2), 8.0) == (16, 16)
+    two_scales = dense_heatmap([(grid, 4.0), (torch.zeros(1, 6, 8), 2.0)])
+    np.testing.assert_allclose(two_scales.numpy(), up.numpy() / 2)  # the scales are averaged
 
 
 def test_portrait_geometry():

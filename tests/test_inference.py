@@ -1,11 +1,13 @@
 """Inference forms of networks (meshcli.models.inference, DEKR's FusedAdaptBlock) compute what the originals do."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from meshcli.methods import dekr
+from meshcli.models import inference
 from meshcli.models.hrnet import HRNet
 from meshcli.models.inference import fold_batchnorm, for_inference
 
@@ -99,3 +101,47 @@ def test_dekr_predictor_runs_the_inference_form():
     assert not any(isinstance(m, (nn.BatchNorm2d, dekr.AdaptBlock)) for m in model.modules())
     assert sum(isinstance(m, dekr.FusedAdaptBlock) for m in model.modules()) == 2 * 17
     assert all(not p.requires_grad for p in model.parameters())
+
+
+def test_folded_convolutions_run_with_their_add_and_relu_inside(monkeypatch):
+    op = inference._CONV_POINTWISE
+    if op is None:
+        pytest.skip("this torch build has no oneDNN")
+    calls = []
+
+    class Counting:
+        def __call__(self, *args):
+            calls.append(args[-3])  # the post-op: relu or none
+            return op(*args)
+
+        def binary(self, *args):
+            calls.append(f"add+{args[-3]}")
+            return op.binary(*args)
+
+    torch.manual_seed(4)
+    net = HRNet(width=8, stage_modules=(1, 1, 1), num_blocks=1).eval()
+    randomise_batchnorms(net, 5)
+    x = torch.randn(1, 3, 64, 64)
+    monkeypatch.setattr(inference, "_CONV_POINTWISE", Counting())
+    with torch.no_grad():
+        want = net(x)
+        assert not calls  # BatchNorms not folded yet: the plain modules run
+        got = for_inference(net, torch.device("cpu"))(x.contiguous(memory_format=torch.channels_last))
+    assert calls.count("add+relu") == 4 + 2 + 3 + 4  # every residual unit: layer1, then one per branch and stage
+    assert "relu" in calls and "none" in calls  # stem and transitions; the fuse layers' strided convs
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_branchwise_transitions_equal_convolving_the_concatenated_branches():
+    torch.manual_seed(6)
+    net = dekr.DekrNet(8, 17).eval()
+    randomise_batchnorms(net, 7)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        want = net(x)
+        got = net.fuse_transitions()(x)
+    assert not hasattr(net, "transition_heatmap") and not hasattr(net, "transition_offset")
+    assert float(want[1].abs().mean()) > 0.01
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)

@@ -41,7 +41,7 @@ from ..device import autocast, resolve_device, to_device
 from ..draw import draw_box, draw_skeleton, person_colours
 from ..errors import MeshcliError
 from ..options import parse_floats
-from ..models.hrnet import HRNet, concat_branches, conv_bn
+from ..models.hrnet import BranchwiseConv1x1, HRNet, concat_branches, conv_bn
 from ..models.inference import fold_into, for_inference
 from ..models.onnx_backend import GRAPH_VERSION, OnnxRuntimeNetwork, check_backend
 from ..models.resnet import BasicBlock
@@ -194,6 +194,7 @@ class DekrNet(HRNet):
             for _ in range(num_joints))
         self.offset_final_layer = nn.ModuleList(
             nn.Conv2d(OFFSET_CHANNELS_PER_JOINT, 2, 1) for _ in range(num_joints))
+        self.branchwise_transitions = None  # both transitions in one, once fuse_transitions has run
 
     def fuse_offset_blocks(self) -> DekrNet:
         """The offset head in inference form, after loading (the official names are gone).
@@ -213,10 +214,22 @@ class DekrNet(HRNet):
                 layers[k] = FusedAdaptBlock(block)
         return self
 
+    def fuse_transitions(self) -> DekrNet:
+        """Replace both heads' transitions by one BranchwiseConv1x1 (after loading: the official names are gone)."""
+        self.branchwise_transitions = BranchwiseConv1x1([self.transition_heatmap, self.transition_offset],
+                                                        self.out_channels)
+        del self.transition_heatmap, self.transition_offset
+        return self
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = concat_branches(super().forward(x))
-        heatmap = self.head_heatmap[1](self.head_heatmap[0](self.transition_heatmap(feats)))
-        per_joint = self.transition_offset(feats).split(OFFSET_CHANNELS_PER_JOINT, 1)
+        branches = super().forward(x)
+        if self.branchwise_transitions is None:
+            feats = concat_branches(branches)
+            heat_in, offset_in = self.transition_heatmap(feats), self.transition_offset(feats)
+        else:
+            heat_in, offset_in = self.branchwise_transitions(branches)
+        heatmap = self.head_heatmap[1](self.head_heatmap[0](heat_in))
+        per_joint = offset_in.split(OFFSET_CHANNELS_PER_JOINT, 1)
         offset = torch.cat([final(layers(f)) for f, layers, final in
                             zip(per_joint, self.offset_feature_layers, self.offset_final_layer)], 1)
         return heatmap, offset
@@ -397,32 +410,42 @@ def _grid_positions(cells: int, pixels: int, step: int, device: torch.device) ->
     return lower.to(device), upper.to(device), (position - lower).to(device)
 
 
-def upsample_heatmap(heat: torch.Tensor, ratio: float) -> torch.Tensor:
-    """(N, C, h, w) grid heatmaps -> (N, C, int(ratio h), int(ratio w)) input-pixel heatmaps.
+def upsampled_size(heat: torch.Tensor, ratio: float) -> tuple[int, int]:
+    """(H, W) of grid heatmaps (..., h, w) upsampled to input pixels: ``int(ratio h)``, ``int(ratio w)``."""
+    return int(ratio * heat.shape[-2]), int(ratio * heat.shape[-1])
 
-    Separable linear interpolation along each axis (see ``_grid_positions``): the
-    DEKR upsampling, whose grid corners sit on input pixels 0 and ``(n - 1) step``.
+
+def upsampled_heat(heat: torch.Tensor, ratio: float, channel: torch.Tensor, row: torch.Tensor,
+                   column: torch.Tensor) -> torch.Tensor:
+    """The (C, h, w) grid heatmaps upsampled to input pixels, read at (channel, row, column) (broadcast together).
+
+    The DEKR upsampling is separable linear interpolation along each axis (see ``_grid_positions``), with the
+    grid's corners on input pixels 0 and ``(n - 1) step``: rows first, then columns. Only the pixels asked for
+    are interpolated; a dense map would be 16 times the grid's size, and the joints read a few hundred pixels.
     """
-    for axis in (-2, -1):
-        cells = heat.shape[axis]
-        pixels = int(ratio * cells)
-        lower, upper, weight = _grid_positions(cells, pixels, int(pixels / cells), heat.device)
-        weight = weight.to(heat.dtype).view((-1, 1) if axis == -2 else (-1,))
-        heat = torch.lerp(heat.index_select(axis, lower), heat.index_select(axis, upper), weight)
-    return heat
+    pixels_h, pixels_w = upsampled_size(heat, ratio)
+    top, bottom, down = (t[row] for t in _grid_positions(heat.shape[1], pixels_h, int(pixels_h / heat.shape[1]),
+                                                         heat.device))
+    left, right, across = (t[column] for t in _grid_positions(heat.shape[2], pixels_w,
+                                                              int(pixels_w / heat.shape[2]), heat.device))
+    down, across = down.to(heat.dtype), across.to(heat.dtype)
+    at_left = torch.lerp(heat[channel, top, left], heat[channel, bottom, left], down)
+    at_right = torch.lerp(heat[channel, top, right], heat[channel, bottom, right], down)
+    return torch.lerp(at_left, at_right, across)
 
 
-def heat_values(joints: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
-    """Heat of every proposal at its own joints: (K, J, 2) input pixels, (J+1, H, W) maps -> (K, J).
+def joint_heat(joints: torch.Tensor, maps: Sequence[tuple[torch.Tensor, float]]) -> torch.Tensor:
+    """Scale-averaged heat of every proposal at its own joints: (K, J, 2) input pixels -> (K, J).
 
+    ``maps``: each scale's (J+1, h, w) grid heatmaps and its grid-to-input ratio (all upsample to one size).
     Joint j reads channel j at the pixel that contains it, the border pixel when it lies outside.
     """
-    _, h, w = heatmap.shape
+    height, width = upsampled_size(maps[0][0], maps[0][1])
     pixel = joints.floor()
-    column = pixel[..., 0].clamp(0, w - 1).long()
-    row = pixel[..., 1].clamp(0, h - 1).long()
+    column = pixel[..., 0].clamp(0, width - 1).long()
+    row = pixel[..., 1].clamp(0, height - 1).long()
     channel = torch.arange(joints.shape[1], device=joints.device)
-    return heatmap[channel, row, column]
+    return sum(upsampled_heat(heat, ratio, channel, row, column) for heat, ratio in maps) / len(maps)
 
 
 def centre_scores_on_scale_one(scores: torch.Tensor, counts: Sequence[int], one: int,
@@ -548,7 +571,7 @@ class DekrPredictor(Predictor):
         self.model = build_network(self.variant)
         if weights is not None:
             load_network(self.model, weights, self.variant)
-        self.model = for_inference(self.model.eval().fuse_offset_blocks(), self.device)
+        self.model = for_inference(self.model.eval().fuse_offset_blocks().fuse_transitions(), self.device)
         self.backend = check_backend(backend, self.device)
         if backend == "onnxruntime":
             cached = (None if self.weights.sha256 is None else
@@ -604,7 +627,7 @@ class DekrPredictor(Predictor):
     @torch.inference_mode()
     def infer(self, prepared: list[DekrInput]) -> list[DekrRaw]:
         ratio = self.input_size * 1.0 / (self.input_size // STRIDE)
-        heat_sum: list[torch.Tensor | None] = [None] * len(prepared)
+        maps: list[list[tuple[torch.Tensor, float]]] = [[] for _ in prepared]  # per frame: (heatmaps, ratio) per scale
         found: list[list[torch.Tensor]] = [[] for _ in prepared]
         for si, s in enumerate(self.scales):  # descending, as the official loop
             groups: dict[tuple[int, ...], list[int]] = {}
@@ -613,14 +636,14 @@ class DekrPredictor(Predictor):
             for members in groups.values():
                 batch = to_device(torch.stack([prepared[i].inputs[si] for i in members]), self.device)
                 heat, posemap = self.merged_outputs(batch)
-                up = upsample_heatmap(heat, ratio / s)
+                upsampled = upsampled_size(heat, ratio / s)
                 for b, i in enumerate(members):
                     base_w, base_h = prepared[i].base_size
-                    if up.shape[-2:] != (base_h, base_w):
-                        raise MeshcliError(None, f"scale {s:g} heatmaps come out {up.shape[-1]}x{up.shape[-2]}, "
+                    if upsampled != (base_h, base_w):
+                        raise MeshcliError(None, f"scale {s:g} heatmaps come out {upsampled[1]}x{upsampled[0]}, "
                                            f"not the scale-1 input size {base_w}x{base_h}",
                                            "use scales such as 0.5,1,2")
-                    heat_sum[i] = up[b] if heat_sum[i] is None else heat_sum[i] + up[b]
+                    maps[i].append((heat[b], ratio / s))
                     index, score = center_peaks(heat[b, -1], self.max_people, self.center_threshold)
                     h, w, j = posemap.shape[1:4]
                     pose = (ratio / s) * posemap[b].reshape(h * w, j, 2)[index]
@@ -628,9 +651,8 @@ class DekrPredictor(Predictor):
         raws = []
         for i in range(len(prepared)):
             proposals = torch.cat(found[i])
-            heat_avg = heat_sum[i] / len(self.scales)
             raws.append(DekrRaw(proposals.cpu(), [len(p) for p in found[i]],
-                                heat_values(proposals[..., :2], heat_avg).cpu()))
+                                joint_heat(proposals[..., :2], maps[i]).cpu()))
         return raws
 
     # -- postprocess ------------------------------------------------------------------------

@@ -8,18 +8,28 @@ multiples of 32 for the branches to line up when they are fused.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inference import conv_bn_relu, fold_into
 from .resnet import BasicBlock, Bottleneck
 
 
-def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, relu: bool = True) -> nn.Sequential:
+class ConvBN(nn.Sequential):
+    """Convolution, BatchNorm and optionally ReLU, named as the official ``nn.Sequential`` (0, 1, 2)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv_bn_relu(self[0], self[1], x, relu=len(self) > 2)
+
+
+def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, relu: bool = True) -> ConvBN:
     layers = [nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(out_ch)]
     if relu:
         layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    return ConvBN(*layers)
 
 
 class HighResolutionModule(nn.Module):
@@ -49,10 +59,10 @@ class HighResolutionModule(nn.Module):
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
         out = []
         for fuse in self.fuse_layers:
-            y = fuse[0](xs[0])
-            for j in range(1, len(xs)):
-                y = y + fuse[j](xs[j])
-            out.append(F.relu(y))
+            y = fuse[0](xs[0]) + fuse[1](xs[1])  # a new tensor: the rest is summed into it in place
+            for j in range(2, len(xs)):
+                y += fuse[j](xs[j])
+            out.append(y.relu_())
         return out
 
 
@@ -91,8 +101,7 @@ class HRNet(nn.Module):
         return nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
+        x = conv_bn_relu(self.conv2, self.bn2, conv_bn_relu(self.conv1, self.bn1, x))
         feats = [self.layer1(x)]
         for s in range(self.num_stages):
             transition = getattr(self, f"transition{s + 1}")
@@ -106,3 +115,35 @@ def concat_branches(feats: list[torch.Tensor]) -> torch.Tensor:
     size = feats[0].shape[-2:]
     return torch.cat([feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
                                    for f in feats[1:]], 1)
+
+
+class BranchwiseConv1x1(nn.Module):
+    """1x1 ConvBN+ReLU layers that all read ``concat_branches(feats)``, run as one convolution per branch.
+
+    Resizing the branches and a 1x1 convolution are both linear and act on different axes, so each branch's
+    share of the weights runs at the branch's own resolution and the results are resized and summed: about a
+    seventh of the multiply-adds, and the wide concatenation is never written. ``forward`` returns one tensor
+    per layer, in order.
+    """
+
+    def __init__(self, layers: Sequence[ConvBN], branch_channels: Sequence[int]):
+        super().__init__()
+        if not all(len(layer) == 3 and isinstance(layer[1], nn.BatchNorm2d) for layer in layers):
+            raise ValueError("BranchwiseConv1x1 takes ConvBN layers with their BatchNorm and ReLU")
+        folded = [fold_into(layer[0].weight, layer[0].bias, layer[1]) for layer in layers]
+        weight = torch.cat([w for w, _ in folded])
+        self.out_channels = [len(w) for w, _ in folded]
+        self.convs = nn.ModuleList()
+        for b, start in enumerate(torch.tensor([0, *branch_channels]).cumsum(0)[:-1].tolist()):
+            conv = nn.Conv2d(branch_channels[b], len(weight), 1, bias=b == 0)
+            conv.weight = nn.Parameter(weight[:, start:start + branch_channels[b]].clone(), requires_grad=False)
+            if b == 0:
+                conv.bias = nn.Parameter(torch.cat([bias for _, bias in folded]), requires_grad=False)
+            self.convs.append(conv)
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        size = feats[0].shape[-2:]
+        y = self.convs[0](feats[0])
+        for conv, f in zip(self.convs[1:], feats[1:]):
+            y += F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False)
+        return y.relu_().split(self.out_channels, 1)

@@ -1,15 +1,26 @@
-"""Turn a loaded network into its inference form: no autograd, BatchNorm folded, channels_last.
+"""Turn a loaded network into its inference form: no autograd, BatchNorm folded, channels_last, and the
+ReLU and residual add that follow a folded convolution run inside it.
 
 Folding replaces each eval-mode ``BatchNorm2d`` that directly follows a
 convolution by an identity and scales the convolution instead (computed in
 float64, so the folded weights round once). ``channels_last`` (NHWC) is the
 layout oneDNN's CPU convolutions run fastest in (and cuDNN's tensor cores):
 measured 0.64-0.72x the wall time of NCHW on DEKR.
+
+Once folded, a convolution followed by a ReLU, or by a residual add and a ReLU, runs as one oneDNN call
+with the add and the ReLU as post-ops (``conv_bn_relu``): the separate passes each wrote a fresh full-size
+tensor, which on HRNet's widest branch cost as much as the convolution itself (measured 0.5x the time of the
+three separate calls, results bit-identical).
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+# oneDNN's convolution with post-ops (what torch.compile's CPU backend calls); absent in builds without oneDNN
+_CONV_POINTWISE = getattr(torch.ops.mkldnn, "_convolution_pointwise", None) if torch.backends.mkldnn.is_available() \
+    else None
 
 
 def fold_into(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
@@ -58,3 +69,25 @@ def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
     """
     model = fold_batchnorm(model.eval().requires_grad_(False))
     return model.to(device, memory_format=torch.channels_last)
+
+
+def _fusable(conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor) -> bool:
+    """Whether oneDNN can run ``conv`` with its post-ops here: BatchNorm folded, CPU float32, no autograd, not traced."""
+    return (_CONV_POINTWISE is not None and isinstance(bn, nn.Identity) and x.device.type == "cpu"
+            and x.dtype == torch.float32 and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and isinstance(conv.padding, tuple) and conv.padding_mode == "zeros"
+            and torch.backends.mkldnn.is_available())
+
+
+def conv_bn_relu(conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = None,
+                 relu: bool = True) -> torch.Tensor:
+    """``relu(bn(conv(x)) + residual)`` (the add and the ReLU optional): one oneDNN call once ``bn`` is folded."""
+    if _fusable(conv, bn, x):
+        args = (conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        if residual is None:
+            return _CONV_POINTWISE(x, *args, "relu" if relu else "none", [], "")
+        return _CONV_POINTWISE.binary(x, residual, *args, "add", 1.0, "relu" if relu else None, [], "")
+    y = bn(conv(x))
+    if residual is not None:
+        y = y + residual
+    return F.relu(y) if relu else y

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inference import conv_bn_relu
+
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
@@ -37,9 +39,8 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+        y = conv_bn_relu(self.conv1, self.bn1, x)
+        return conv_bn_relu(self.conv2, self.bn2, y, residual=x if self.downsample is None else self.downsample(x))
 
 
 class Bottleneck(nn.Module):
@@ -56,10 +57,8 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = F.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
-        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+        y = conv_bn_relu(self.conv2, self.bn2, conv_bn_relu(self.conv1, self.bn1, x))
+        return conv_bn_relu(self.conv3, self.bn3, y, residual=x if self.downsample is None else self.downsample(x))
 
 
 UNITS = (3, 4, 6, 3)  # bottleneck units per stage of ResNet-50
