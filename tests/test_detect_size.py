@@ -46,7 +46,7 @@ class RectangleNet(nn.Module):
             offset[i, 1::2] = ys - joint_y[:, None, None]
         return heat, offset
 
-    def fuse_offset_blocks(self) -> RectangleNet:
+    def inference_form(self) -> RectangleNet:
         return self  # nothing to fuse: DekrPredictor asks DEKR's network for its fused form
 
 

@@ -214,6 +214,10 @@ class DekrNet(HRNet):
                 layers[k] = FusedAdaptBlock(block)
         return self
 
+    def inference_form(self) -> DekrNet:
+        """The network with its fused modules, in place (after loading: the official names are gone)."""
+        return self.fuse_offset_blocks().fuse_transitions()
+
     def fuse_transitions(self) -> DekrNet:
         """Replace both heads' transitions by one BranchwiseConv1x1 (after loading: the official names are gone)."""
         self.branchwise_transitions = BranchwiseConv1x1([self.transition_heatmap, self.transition_offset],
@@ -571,7 +575,7 @@ class DekrPredictor(Predictor):
         self.model = build_network(self.variant)
         if weights is not None:
             load_network(self.model, weights, self.variant)
-        self.model = for_inference(self.model.eval().fuse_offset_blocks().fuse_transitions(), self.device)
+        self.model = for_inference(self.model.eval().inference_form(), self.device)
         self.backend = check_backend(backend, self.device)
         if backend == "onnxruntime":
             cached = (None if self.weights.sha256 is None else
