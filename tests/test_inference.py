@@ -100,6 +100,7 @@ def test_dekr_predictor_runs_the_inference_form():
     model = predictor.model
     assert not any(isinstance(m, (nn.BatchNorm2d, dekr.AdaptBlock)) for m in model.modules())
     assert sum(isinstance(m, dekr.FusedAdaptBlock) for m in model.modules()) == 2 * 17
+    assert model.branchwise_transitions is not None and not hasattr(model, "transition_offset")
     assert all(not p.requires_grad for p in model.parameters())
 
 
