@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .inference import conv_bn_relu, fold_into
+from .inference import NchwConv1x1, conv_bn_relu, fold_into
 from .resnet import BasicBlock, Bottleneck
 
 
@@ -122,8 +122,8 @@ class BranchwiseConv1x1(nn.Module):
 
     Resizing the branches and a 1x1 convolution are both linear and act on different axes, so each branch's
     share of the weights runs at the branch's own resolution and the results are resized and summed: about a
-    seventh of the multiply-adds, and the wide concatenation is never written. ``forward`` returns one tensor
-    per layer, in order.
+    seventh of the multiply-adds, and the wide concatenation is never written. ``forward`` returns one NCHW
+    tensor per layer, in order (NCHW: there each group of a layer's channels is one block per image).
     """
 
     def __init__(self, layers: Sequence[ConvBN], branch_channels: Sequence[int]):
@@ -135,7 +135,7 @@ class BranchwiseConv1x1(nn.Module):
         self.out_channels = [len(w) for w, _ in folded]
         self.convs = nn.ModuleList()
         for b, start in enumerate(torch.tensor([0, *branch_channels]).cumsum(0)[:-1].tolist()):
-            conv = nn.Conv2d(branch_channels[b], len(weight), 1, bias=b == 0)
+            conv = NchwConv1x1(branch_channels[b], len(weight), 1, bias=b == 0)
             conv.weight = nn.Parameter(weight[:, start:start + branch_channels[b]].clone(), requires_grad=False)
             if b == 0:
                 conv.bias = nn.Parameter(torch.cat([bias for _, bias in folded]), requires_grad=False)
