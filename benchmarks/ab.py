@@ -2,6 +2,7 @@
 
     git -C . worktree add --detach ../wt-baseline 2db47da
     python benchmarks/ab.py --baseline ../wt-baseline --rounds 3 -- IMG --method dekr --random-weights
+    python benchmarks/ab.py --baseline ../wt-baseline --new-args "--backend onnxruntime" -- IMG --method dekr ...
 
 Each round runs both checkouts one after the other (the order alternates), each in a fresh process, so load
 from other work on the machine hits both alike. Prints the median model stage, end-to-end wall, wall over the
@@ -48,6 +49,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--label", default="", help="row label (default: the bench arguments)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--new-args", default="",
+                        help="extra bench arguments for this checkout only, e.g. '--backend onnxruntime'")
     parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="-- then the arguments of meshcli bench")
     opts = parser.parse_args()
     args = [a for a in opts.bench_args if a != "--"]
@@ -55,11 +58,11 @@ def main() -> None:
     runs: dict[str, list[dict]] = {name: [] for name in sides}
     for r in range(opts.rounds):
         for name in (("baseline", "new") if r % 2 == 0 else ("new", "baseline")):
-            runs[name].append(bench_once(sides[name], args))
+            runs[name].append(bench_once(sides[name], args + (opts.new_args.split() if name == "new" else [])))
             print(f"round {r + 1} {name}: {runs[name][-1]}", file=sys.stderr, flush=True)
     median = {name: {k: statistics.median(run[k] for run in rows) for k in rows[0]} for name, rows in runs.items()}
     ratio = {k: median["new"][k] / median["baseline"][k] for k in median["new"]}
-    label = opts.label or " ".join(args)
+    label = opts.label or " ".join(args + ([f"(new: {opts.new_args})"] if opts.new_args else []))
     if opts.json:
         print(json.dumps({"label": label, "rounds": opts.rounds, "median": median, "ratio": ratio, "runs": runs}))
         return
