@@ -67,31 +67,21 @@ def deform_conv2d_torch(x: torch.Tensor, offset: torch.Tensor, weight: torch.Ten
     ``grid_sample`` (zeros padding) reads each of the four neighbours outside
     the image as 0, exactly the sampling rule of torchvision's kernel; going
     through normalised coordinates costs about 1e-5 px of position. Its
-    output *is* the im2col matrix (channel-major, then tap). Without
-    autograd each sample's matmul writes straight into its rows of the
-    result (bias included), so nothing is copied on the way.
+    output *is* the im2col matrix (channel-major, then tap). Each chunk's
+    product covers the whole batch in one batched matmul (as fast as one
+    matmul per sample written in place, measured on DEKR's forward).
     """
-    n, c, h, w = x.shape
+    n = x.shape[0]
     out_ch, _, kh, kw = weight.shape
-    ho, wo = offset.shape[-2:]
-    w2d = weight.reshape(out_ch, c * kh * kw)
+    wo = offset.shape[-1]
+    w2d = weight.reshape(out_ch, -1)
     chunks = _columns(x, offset, kh, kw, stride, padding, dilation, budget_bytes)
     if torch.onnx.is_in_onnx_export():  # one chunk, no in-place writes, every size taken from a tensor
         cols = next(chunks)[2]
         out = torch.matmul(w2d, cols).reshape(x.shape[0], out_ch, offset.shape[2], offset.shape[3])
         return out if bias is None else out + bias[None, :, None, None]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, offset, weight, bias) if t is not None):
-        out = torch.cat([torch.matmul(w2d, cols).view(n, out_ch, r1 - r0, wo) for r0, r1, cols in chunks], 2)
-        return out if bias is None else out + bias[None, :, None, None]
-    out = x.new_empty(n, out_ch, ho, wo)
-    for r0, r1, cols in chunks:
-        for b in range(n):  # each sample's rows of the result, written in place
-            target = out[b, :, r0:r1].view(out_ch, -1)
-            if bias is None:
-                torch.mm(w2d, cols[b], out=target)
-            else:
-                torch.addmm(bias[:, None], w2d, cols[b], out=target)
-    return out
+    out = torch.cat([torch.matmul(w2d, cols).view(n, out_ch, r1 - r0, wo) for r0, r1, cols in chunks], 2)
+    return out if bias is None else out.add_(bias[None, :, None, None])
 
 
 def _columns(x: torch.Tensor, offset: torch.Tensor, kh: int, kw: int, stride: int, padding: int,
