@@ -259,16 +259,21 @@ class Pipeline:
                  summary: RunSummary, stop: threading.Event) -> None:
         """Group an input's frames into batches for ``process``; pass everything on in order.
 
-        An input's batches grow 1, 2, 4 ... up to ``batch_size`` and, where its frame count is known, shrink to
-        half of what is left towards its end: the stages after this one start on the first frame instead of
-        waiting for a full batch, and finish soon after this one instead of a whole batch later.
+        When frames are annotated, an input's batches grow 1, 2, 4 ... up to ``batch_size`` and, where its frame
+        count is known, shrink to half of what is left towards its end: the overlay starts on the first frame
+        instead of waiting for a full batch, and finishes soon after this stage instead of a whole batch later.
+        Without an overlay nothing downstream is worth starting early, and every batch is full: small batches
+        cost the network time (measured 1.12-1.24x the model stage of HMR, SPIN and SRN on 48 frames).
         """
         batch: list[_Item] = []
         current: Input | None = None
         error: MeshcliError | None = None  # the current input's first error here; its later frames are dropped
-        limit, left = 1, 0  # the size of the batch being filled; the input's frames not yet batched (0: unknown)
+        first = 1 if self.annotate else self.batch_size
+        limit, left = first, 0  # the size of the batch being filled; the input's frames not yet batched (0: unknown)
 
         def next_limit() -> int:
+            if not self.annotate:
+                return self.batch_size
             grown = min(2 * limit, self.batch_size)
             return max(1, min(grown, (left + 1) // 2)) if left > 0 else grown
 
@@ -296,7 +301,7 @@ class Pipeline:
                         limit = next_limit()
                 continue
             if isinstance(msg, _Start):
-                current, limit, left = msg.input, 1, msg.num_frames or 0
+                current, limit, left = msg.input, first, msg.num_frames or 0
             elif isinstance(msg, _End):
                 error = error or flush()
                 msg.error = msg.error or error

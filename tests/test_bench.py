@@ -81,5 +81,12 @@ def test_body_bench_runs_the_detector_as_its_own_stage_on_batches_of_frames(tmp_
     result = json.loads(run.output)
     assert result["frames"] == 9 and result["untrained"] and result["settings"]["detector"] == "dekr"
     assert result["stages"]["detect"]["seconds"] > 0
-    # batches grow to --batch-size frames, then shrink to half of what is left (the video says how many)
+    assert frames_per_forward == [3, 3, 3]  # no overlay to start early: full batches
+    frames_per_forward.clear()
+    run = CliRunner().invoke(app, ["bench", str(video), "--method", "hmr", "--detector", "dekr", "--random-weights",
+                                   "--smpl", str(fake_smpl), "--batch-size", "3", "--renderer", "wireframe",
+                                   "--json"])
+    assert run.exit_code == 0, run.output
+    # with the overlay, batches grow to --batch-size frames, then shrink to half of what is left (the video
+    # says how many)
     assert frames_per_forward == [1, 2, 3, 2, 1]
