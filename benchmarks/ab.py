@@ -2,7 +2,7 @@
 
     git -C . worktree add --detach ../wt-baseline 2db47da
     python benchmarks/ab.py --baseline ../wt-baseline --rounds 3 -- IMG --method dekr --random-weights
-    python benchmarks/ab.py --baseline ../wt-baseline --new-args "--backend onnxruntime" -- IMG --method dekr ...
+    python benchmarks/ab.py --baseline ../wt-baseline --new-args="--backend onnxruntime" -- IMG --method dekr ...
 
 Each round runs both checkouts one after the other (the order alternates), each in a fresh process, so load
 from other work on the machine hits both alike. Prints the median model stage, end-to-end wall, wall over the
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="row label (default: the bench arguments)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--new-args", default="",
-                        help="extra bench arguments for this checkout only, e.g. '--backend onnxruntime'")
+                        help="extra bench arguments for this checkout only, given as --new-args='--backend onnxruntime'")
     parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="-- then the arguments of meshcli bench")
     opts = parser.parse_args()
     args = [a for a in opts.bench_args if a != "--"]

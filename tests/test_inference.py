@@ -65,7 +65,7 @@ def test_fused_adapt_block_equals_the_official_block():
 
 def test_nchw_conv1x1_reads_channels_last_and_writes_nchw():
     torch.manual_seed(4)
-    conv = inference.NchwConv1x1(6, 5, 1)
+    conv = NchwConv1x1(6, 5, 1)
     x = torch.randn(2, 6, 7, 9).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         got = conv(x)

@@ -134,9 +134,9 @@ class BranchwiseConv1x1(nn.Module):
         weight = torch.cat([w for w, _ in folded])
         self.out_channels = [len(w) for w, _ in folded]
         self.convs = nn.ModuleList()
-        for b, start in enumerate(torch.tensor([0, *branch_channels]).cumsum(0)[:-1].tolist()):
-            conv = NchwConv1x1(branch_channels[b], len(weight), 1, bias=b == 0)
-            conv.weight = nn.Parameter(weight[:, start:start + branch_channels[b]].clone(), requires_grad=False)
+        for b, share in enumerate(weight.split(list(branch_channels), 1)):  # each branch's input channels
+            conv = NchwConv1x1(share.shape[1], len(weight), 1, bias=b == 0)
+            conv.weight = nn.Parameter(share.clone(), requires_grad=False)
             if b == 0:
                 conv.bias = nn.Parameter(torch.cat([bias for _, bias in folded]), requires_grad=False)
             self.convs.append(conv)

@@ -75,8 +75,7 @@ def _fusable(conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor) -> bool:
     """Whether oneDNN can run ``conv`` with its post-ops here: BatchNorm folded, CPU float32, no autograd, not traced."""
     return (_CONV_POINTWISE is not None and isinstance(bn, nn.Identity) and x.device.type == "cpu"
             and x.dtype == torch.float32 and not torch.is_grad_enabled() and not torch.jit.is_tracing()
-            and isinstance(conv.padding, tuple) and conv.padding_mode == "zeros"
-            and torch.backends.mkldnn.is_available())
+            and isinstance(conv.padding, tuple) and conv.padding_mode == "zeros")
 
 
 def conv_bn_relu(conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = None,
