@@ -67,13 +67,13 @@ def test_body_bench_runs_the_detector_as_its_own_stage_on_batches_of_frames(tmp_
     # a small DEKR input keeps the test fast; the batching is the same at 512
     monkeypatch.setattr(dekr, "record_for", lambda m, v: dataclasses.replace(records.record_for(m, v), input_size=128))
     frames_per_forward = []
-    forward = dekr.DekrNet.forward
+    heads = dekr.DekrNet.heads
 
     def spy(net, x):
         frames_per_forward.append(len(x) // 2)  # flip test: each frame goes in with its mirror image
-        return forward(net, x)
+        return heads(net, x)
 
-    monkeypatch.setattr(dekr.DekrNet, "forward", spy)
+    monkeypatch.setattr(dekr.DekrNet, "heads", spy)
     video = write_video(tmp_path / "clip.mp4", frames=9, size=(96, 64))
     run = CliRunner().invoke(app, ["bench", str(video), "--method", "hmr", "--detector", "dekr", "--random-weights",
                                    "--smpl", str(fake_smpl), "--batch-size", "3", "--no-annotate", "--json"])

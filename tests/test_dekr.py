@@ -47,16 +47,16 @@ def read_rgb(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module", params=CASES)
 def run(request, parity_checkpoints):
-    """One pass of the case's images through the predictor, with the network calls recorded."""
+    """One pass of the case's images through the predictor, with the network inputs recorded."""
     case = request.param
     pose_file = parity_checkpoints(case)
     rescore_file = parity_checkpoints(case, "rescore_spec.json")
     predictor = dekr.DekrPredictor(pose_file, "w32-coco", rescore_weights=rescore_file)
-    calls = []
+    batches = []  # what the network was given; the pipeline reads its offset head at the centre peaks only
     monkeypatch = pytest.MonkeyPatch()
     heatmaps = record_heatmaps(monkeypatch)
-    hook = predictor.model.register_forward_hook(
-        lambda module, args, output: calls.append((args[0].clone(), output[0].clone(), output[1].clone())))
+    heads = predictor.heads
+    monkeypatch.setattr(predictor, "heads", lambda x: batches.append(x.clone()) or heads(x))
     images = [FIXTURES / "data" / "coco" / Path(item["path"]).name for item in case_info(case)["inputs"]]
     if case == "dekr-w32-coco":
         # Its network differs from ctrbias's only in the centre bias, and the CLI test runs all four
@@ -64,21 +64,20 @@ def run(request, parity_checkpoints):
         images = images[:1]
     prepared = [predictor.preprocess(Frame(read_rgb(p), i, p.name)) for i, p in enumerate(images)]
     raws = predictor.infer(prepared)
-    hook.remove()
     monkeypatch.undo()
     results = [predictor.postprocess(p, r) for p, r in zip(prepared, raws)]
     plain = dekr.DekrPredictor(pose_file, "w32-coco", rescore=False)
     results_norescore = [plain.postprocess(p, r) for p, r in zip(prepared, raws)]
     expected = np.load(FIXTURES / case / "expected.npz")
-    return {"case": case, "predictor": predictor, "prepared": prepared, "raws": raws, "calls": calls,
+    return {"case": case, "predictor": predictor, "prepared": prepared, "raws": raws, "batches": batches,
             "results": results, "results_norescore": results_norescore, "expected": expected,
             "heatmaps": heatmaps}
 
 
-def image0_call(run):
-    """The network call for image 0 (the only image 832 px wide): (input batch, heatmap, offset)."""
-    (call,) = [c for c in run["calls"] if c[0].shape[-1] == 832]
-    return call
+def image0_batch(run) -> torch.Tensor:
+    """The network input of image 0 (the only image 832 px wide) and its mirror image."""
+    (batch,) = [b for b in run["batches"] if b.shape[-1] == 832]
+    return batch
 
 
 def test_resize_geometry_and_warp_matrix(run):
@@ -96,7 +95,7 @@ def test_network_input_and_flipped_input(run):
     if "input_0_crop" not in e:
         pytest.skip("this case stores no network input (it is the same as dekr-w32-coco-ctrbias's)")
     r0, r1 = e["crop_input_rows"]
-    batch, _, _ = image0_call(run)
+    batch = image0_batch(run)
     assert batch.shape == (2, 3, 512, 832)  # the plain and the mirrored pass in one batch
     np.testing.assert_allclose(batch[:1, :, r0:r1].numpy(), e["input_0_crop"], rtol=0, atol=1e-6)
     np.testing.assert_array_equal(run["prepared"][0].inputs[0].numpy(), batch[0].numpy())
@@ -113,7 +112,8 @@ def offset_errors(got: np.ndarray, want: np.ndarray) -> dict:
 def test_raw_network_outputs(run):
     e = run["expected"]
     g0, g1 = e["crop_grid_rows"]
-    _, heat, offset = image0_call(run)
+    with torch.inference_mode():  # the whole network: its dense offset map, and the heatmaps the pipeline used
+        heat, offset = run["predictor"].model(image0_batch(run))
     assert heat.shape == (2, 18, 128, 208) and offset.shape == (2, 34, 128, 208)
     channels = slice(None) if "heatmap_0_crop" in e else slice(17, 18)  # the plain case keeps the centre channel
     suffix = "_crop" if "heatmap_0_crop" in e else "_center_crop"
@@ -201,7 +201,7 @@ def test_rows_boxes_and_coco_results(run):
 
 
 def test_equal_sizes_share_one_batch(run):
-    widths = sorted((c[0].shape[-1], len(c[0])) for c in run["calls"])
+    widths = sorted((b.shape[-1], len(b)) for b in run["batches"])
     if len(run["prepared"]) == 4:
         assert widths == [(768, 4), (832, 2), (896, 2)]  # images 1 and 2 are both 768 x 512
     else:

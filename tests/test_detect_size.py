@@ -49,6 +49,14 @@ class RectangleNet(nn.Module):
     def inference_form(self) -> RectangleNet:
         return self  # nothing to fuse: DekrPredictor asks DEKR's network for its fused form
 
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self(x)  # the dense offsets stand for the offset head's input features
+
+    @staticmethod
+    def point_offsets(offset: torch.Tensor, image: torch.Tensor, row: torch.Tensor, column: torch.Tensor
+                      ) -> torch.Tensor:
+        return offset[image, :, row, column]
+
 
 @pytest.fixture()
 def rectangle_net(monkeypatch):

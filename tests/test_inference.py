@@ -100,6 +100,31 @@ def test_dekr_inference_form_equals_the_official_network():
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("translation", [2.0, 1e4])  # a few grid cells across the border; far outside the grid
+def test_point_offset_head_equals_the_dense_head_where_it_is_read(translation):
+    torch.manual_seed(8)
+    net = dekr.DekrNet(8, 3).eval()
+    randomise_batchnorms(net, 9)
+    for block in (m for m in net.modules() if isinstance(m, dekr.AdaptBlock)):
+        nn.init.normal_(block.transform_matrix_conv.weight, std=0.3)
+        nn.init.normal_(block.translation_conv.bias, std=translation)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        want = net(x)[1]  # the official modules, every pixel: (2, 6, 16, 24)
+        fused = for_inference(net.inference_form(), torch.device("cpu"))
+        _, features = fused.heads(x.contiguous(memory_format=torch.channels_last))
+        image, row, column = (t.flatten() for t in torch.meshgrid(
+            torch.arange(2), torch.arange(16), torch.arange(24), indexing="ij"))  # 768 pixels: three passes
+        every = fused.point_offsets(features, image, row, column)
+        some = torch.tensor([700, 3, 3, 0, 767, 400, 23])  # any order, repeats, the grid's corners
+        picked = fused.point_offsets(features, image[some], row[some], column[some])
+        none = fused.point_offsets(features, image[:0], row[:0], column[:0])
+    assert float(want.abs().mean()) > 0.1
+    torch.testing.assert_close(every, want.permute(0, 2, 3, 1).flatten(0, 2), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(picked, every[some], rtol=1e-5, atol=1e-6)
+    assert none.shape == (0, 6)
+
+
 def test_dekr_predictor_runs_the_inference_form():
     predictor = dekr.DekrPredictor(None, "w32-coco", rescore=False)
     model = predictor.model

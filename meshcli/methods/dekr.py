@@ -158,6 +158,124 @@ class FusedAdaptBlock(nn.Module):
         return F.relu(self.adapt_conv(x, self.offset_conv(x)) + x)
 
 
+# The 3x3 taps (row, column) in the order of a 3x3 kernel's weights, as steps from the centre pixel.
+_TAP_ROWS = torch.tensor([-1, -1, -1, 0, 0, 0, 1, 1, 1])
+_TAP_COLUMNS = torch.tensor([-1, 0, 1, -1, 0, 1, -1, 0, 1])
+_TARGETS_PER_PASS = 256  # grid pixels evaluated together: bounds the gathered values to some 100 MB
+
+
+class PointOffsetHead(nn.Module):
+    """The offset head of every joint, evaluated only at chosen grid pixels: where DEKR reads its poses.
+
+    DEKR reads the offset map at the centre peaks alone (at most ``max_people`` pixels an image). A joint's
+    offset at pixel p is its second AdaptBlock at p, which reads the first block's output at p's 3x3
+    neighbours and at the four pixels around each of its nine sampling points; the first block reads the
+    transition features in the same way. So only those pixels are computed: a few thousand per joint where the
+    dense head computes every pixel of the grid (on a 512x832 input it was a quarter of DEKR's forward). The
+    arithmetic per pixel is the dense head's, with torchvision's bilinear rule in pixel coordinates (the four
+    neighbours weighted, zero outside the grid), and all joints go through one batched product.
+    """
+
+    def __init__(self, layers: nn.ModuleList, finals: nn.ModuleList):
+        super().__init__()
+        if not all(isinstance(block, FusedAdaptBlock) for blocks in layers for block in blocks):
+            raise ValueError("PointOffsetHead takes the fused blocks (DekrNet.fuse_offset_blocks)")
+        self.dilations = []
+        for b, blocks in enumerate(zip(*layers)):  # the joints' blocks at one depth
+            deform = blocks[0].adapt_conv
+            if deform.stride != 1 or deform.padding != deform.dilation:
+                raise ValueError("PointOffsetHead takes 3x3 deformable convolutions that keep the grid size")
+            self.dilations.append(deform.dilation)
+            # (J, 9 taps x C in, out): the rows in the order the gathered neighbours come in (tap, channel)
+            self.register_buffer(f"offset_weight{b}", torch.stack(
+                [k.offset_conv.weight.permute(2, 3, 1, 0).flatten(0, 2) for k in blocks]))
+            self.register_buffer(f"offset_bias{b}", torch.stack([k.offset_conv.bias[None] for k in blocks]))
+            self.register_buffer(f"adapt_weight{b}", torch.stack(
+                [k.adapt_conv.weight.permute(2, 3, 1, 0).flatten(0, 2) for k in blocks]))
+            self.register_buffer(f"adapt_bias{b}", torch.stack([k.adapt_conv.bias[None] for k in blocks]))
+        self.register_buffer("final_weight", torch.stack([f.weight[:, :, 0, 0].t() for f in finals]))
+        self.register_buffer("final_bias", torch.stack([f.bias[None] for f in finals]))
+
+    def forward(self, features: torch.Tensor, image: torch.Tensor, row: torch.Tensor, column: torch.Tensor
+                ) -> torch.Tensor:
+        """Offsets (M, 2J) at grid pixels (``image``, ``row``, ``column``: (M,) each) of the transition features
+        (N, J*C, h, w): for each joint its (x, y) channels, as the dense head's output there."""
+        joints = len(self.final_weight)
+        n, _, h, w = features.shape
+        # one row of C values per (image, row, column, joint): a view of channels_last features, else a copy
+        table = features.permute(0, 2, 3, 1).reshape(n * h * w * joints, -1)
+        joint = torch.arange(joints, device=features.device)
+
+        def read_features(image, row, column):
+            inside = (row >= 0) & (row < h) & (column >= 0) & (column < w)
+            pixel = (image * h + row.clamp(0, h - 1)) * w + column.clamp(0, w - 1)
+            values = table[pixel * joints + joint.view(-1, *[1] * (pixel.dim() - 1))]
+            return values.masked_fill_(~inside[..., None], 0)
+
+        def read_first(image, row, column):
+            return _at_pixels(lambda i, y, x: self._block(0, read_features, i, y, x), image, row, column, (n, h, w))
+
+        out = []
+        for start in range(0, len(row), _TARGETS_PER_PASS):
+            targets = [t[start:start + _TARGETS_PER_PASS].expand(joints, -1) for t in (image, row, column)]
+            second = self._block(1, read_first, *targets)
+            out.append(torch.baddbmm(self.final_bias, second, self.final_weight))  # (J, M, 2)
+        return torch.cat(out, 1).permute(1, 0, 2).flatten(1) if out else features.new_zeros(0, 2 * joints)
+
+    def _block(self, depth: int, read, image: torch.Tensor, row: torch.Tensor, column: torch.Tensor
+               ) -> torch.Tensor:
+        """FusedAdaptBlock ``depth`` of every joint at pixels (J, P) inside the grid: (J, P, C).
+
+        ``read(image, row, column)`` gives the block's input at pixels (J, ...), zero outside the grid.
+        """
+        taps_y, taps_x = _TAP_ROWS.to(row.device), _TAP_COLUMNS.to(row.device)
+        images = image[..., None].expand(*image.shape, len(taps_y))
+        neighbours = read(images, row[..., None] + taps_y, column[..., None] + taps_x)  # (J, P, 9, C)
+        offsets = torch.baddbmm(getattr(self, f"offset_bias{depth}"), neighbours.flatten(2),
+                                getattr(self, f"offset_weight{depth}"))  # (J, P, 18): dy, dx per tap
+        dilation = self.dilations[depth]
+        sample_y = (row[..., None] + dilation * taps_y).to(offsets.dtype) + offsets[..., 0::2]
+        sample_x = (column[..., None] + dilation * taps_x).to(offsets.dtype) + offsets[..., 1::2]
+        sampled = _bilinear(read, images, sample_y, sample_x)
+        out = torch.baddbmm(getattr(self, f"adapt_bias{depth}"), sampled.flatten(2),
+                            getattr(self, f"adapt_weight{depth}"))
+        return out.add_(neighbours[:, :, len(taps_y) // 2]).relu_()  # + the block's input at the pixel itself
+
+
+def _at_pixels(evaluate, image: torch.Tensor, row: torch.Tensor, column: torch.Tensor,
+               grid: tuple[int, int, int]) -> torch.Tensor:
+    """``evaluate`` (a block of every joint at (J, P) pixels) read at pixels (J, ...) of an (N, h, w) grid: each
+    distinct pixel of a joint evaluated once, zero outside the grid (the padding of the next block)."""
+    n, h, w = grid
+    joints = len(row)
+    inside = (row >= 0) & (row < h) & (column >= 0) & (column < w)
+    joint = torch.arange(joints, device=row.device).view(-1, *[1] * (row.dim() - 1))
+    distinct, where = torch.unique((((joint * n + image) * h + row) * w + column)[inside], return_inverse=True)
+    owner, pixel = distinct // (n * h * w), distinct % (n * h * w)  # sorted by joint, then by pixel
+    counts = torch.bincount(owner, minlength=joints)
+    slot = torch.arange(len(distinct), device=row.device) - (counts.cumsum(0) - counts)[owner]
+    padded = torch.zeros(3, joints, max(int(counts.max()), 1), dtype=torch.long, device=row.device)
+    padded[:, owner, slot] = torch.stack([pixel // (h * w), pixel // w % h, pixel % w])
+    values = evaluate(*padded)[owner, slot]  # what a short joint's filler pixels (0, 0) give is dropped
+    out = values.new_zeros(*row.shape, values.shape[-1])
+    out[inside] = values[where]
+    return out
+
+
+def _bilinear(read, image: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``read`` at real positions: torchvision's deformable-convolution rule (the four pixels around the point,
+    weighted by closeness; those outside the grid read 0, as ``read`` gives them)."""
+    # far outside, every neighbour is outside anyway: the bounds keep the integer conversion defined
+    y, x = y.clamp(-2.0, 1e6), x.clamp(-2.0, 1e6)
+    top, left = y.floor(), x.floor()
+    down, across = y - top, x - left
+    up, back = 1 - down, 1 - across
+    top, left = top.long(), left.long()
+    return ((up * back)[..., None] * read(image, top, left) + (up * across)[..., None] * read(image, top, left + 1)
+            + (down * back)[..., None] * read(image, top + 1, left)
+            + (down * across)[..., None] * read(image, top + 1, left + 1))
+
+
 class DekrNet(HRNet):
     """HRNet with DEKR's heads; ``forward`` returns the raw (heatmap, offset) outputs.
 
@@ -181,12 +299,15 @@ class DekrNet(HRNet):
         self.offset_final_layer = nn.ModuleList(
             nn.Conv2d(OFFSET_CHANNELS_PER_JOINT, 2, 1) for _ in range(num_joints))
         self.branchwise_transitions = None  # both transitions in one, once fuse_transitions has run
+        self.point_offsets = None  # the offset head at chosen pixels, once fuse_offset_blocks has run
 
     def fuse_offset_blocks(self) -> DekrNet:
-        """Replace every AdaptBlock by its FusedAdaptBlock (after loading: the official names are gone)."""
+        """Replace every AdaptBlock by its FusedAdaptBlock and add the head's ``point_offsets`` (after loading:
+        the official names are gone)."""
         for layers in self.offset_feature_layers:
             for k, block in enumerate(layers):
                 layers[k] = FusedAdaptBlock(block)
+        self.point_offsets = PointOffsetHead(self.offset_feature_layers, self.offset_final_layer)
         return self
 
     def inference_form(self) -> DekrNet:
@@ -200,18 +321,33 @@ class DekrNet(HRNet):
         del self.transition_heatmap, self.transition_offset
         return self
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(heatmap, offset features): the network short of the offset blocks, whose input the features are."""
         branches = super().forward(x)
         if self.branchwise_transitions is None:
             feats = concat_branches(branches)
             heat_in, offset_in = self.transition_heatmap(feats), self.transition_offset(feats)
         else:
             heat_in, offset_in = self.branchwise_transitions(branches)
-        heatmap = self.head_heatmap[1](self.head_heatmap[0](heat_in))
-        per_joint = offset_in.split(OFFSET_CHANNELS_PER_JOINT, 1)
+        return self.head_heatmap[1](self.head_heatmap[0](heat_in)), offset_in
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        heatmap, features = self.heads(x)
+        per_joint = features.split(OFFSET_CHANNELS_PER_JOINT, 1)
         offset = torch.cat([final(layers(f)) for f, layers, final in
                             zip(per_joint, self.offset_feature_layers, self.offset_final_layer)], 1)
         return heatmap, offset
+
+
+class DekrHeads(nn.Module):
+    """``DekrNet.heads`` as a module's forward: what is exported for ONNX Runtime."""
+
+    def __init__(self, net: DekrNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.heads(x)
 
 
 class RescoreNet(nn.Module):
@@ -341,25 +477,25 @@ def flip_input(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([mirrored[..., FLIP_SHIFT:], mirrored[..., -FLIP_SHIFT:]], 3)
 
 
-def regressed_poses(offset: torch.Tensor) -> torch.Tensor:
-    """(N, 2J, h, w) offsets -> (N, h, w, J, 2) joint positions (x, y) in grid units."""
-    n, c, h, w = offset.shape
-    off = offset.permute(0, 2, 3, 1).reshape(n, h, w, c // 2, 2)
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=offset.dtype, device=offset.device),
-                            torch.arange(w, dtype=offset.dtype, device=offset.device), indexing="ij")
-    return torch.stack([xs, ys], -1)[None, :, :, None, :] - off
+def regressed_poses(offsets: torch.Tensor, row: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
+    """Offsets (M, 2J) at grid pixels (``row``, ``column``) -> (M, J, 2) joint positions (x, y) in grid units."""
+    pixel = torch.stack([column, row], -1).to(offsets.dtype)
+    return pixel[:, None, :] - offsets.unflatten(1, (-1, 2))
 
 
-def merge_flip(heatmap: torch.Tensor, offset: torch.Tensor, heatmap_flip: torch.Tensor,
-               offset_flip: torch.Tensor, flip_index: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Average the plain and mirrored passes: (heatmap (N,J+1,h,w), posemap (N,h,w,J,2))."""
+def merge_flip_heat(heatmap: torch.Tensor, heatmap_flip: torch.Tensor, flip_index: Sequence[int]) -> torch.Tensor:
+    """The average of the plain and the mirrored pass's (N, J+1, h, w) heatmaps."""
     heat_index = list(flip_index) + [len(flip_index)]  # the centre channel maps to itself
-    heat = (heatmap + heatmap_flip.flip(3)[:, heat_index]) / 2.0
-    poses = regressed_poses(offset)
-    mirrored = regressed_poses(offset_flip)[:, :, :, list(flip_index)]
-    width = offset.shape[-1]
+    return (heatmap + heatmap_flip.flip(3)[:, heat_index]) / 2.0
+
+
+def merge_flip_poses(poses: torch.Tensor, poses_flip: torch.Tensor, width: int, flip_index: Sequence[int]
+                     ) -> torch.Tensor:
+    """The average of the poses (M, J, 2) regressed at some pixels and those the mirrored pass regressed at the
+    mirrored pixels (column ``width - 1 - c``), in a grid ``width`` cells wide."""
+    mirrored = poses_flip[:, list(flip_index)]
     mirrored = torch.stack([width - mirrored[..., 0] - 1, mirrored[..., 1]], -1)
-    return heat, (poses + mirrored.flip(2)) / 2.0
+    return (poses + mirrored) / 2.0
 
 
 def center_peaks(center: torch.Tensor, max_people: int, threshold: float
@@ -552,10 +688,11 @@ class DekrPredictor(Predictor):
             load_network(self.model, weights, self.variant)
         self.model = for_inference(self.model.eval().inference_form(), self.device)
         self.backend = check_backend(backend, self.device)
+        self.heads = self.model.heads  # the network short of the offset head, which runs at the centre peaks
         if backend == "onnxruntime":
             cached = (None if self.weights.sha256 is None else
                       store_dir() / "onnx" / f"dekr-{self.variant}-{self.weights.sha256[:16]}-g{GRAPH_VERSION}.onnx")
-            self.model = OnnxRuntimeNetwork(self.model, ("heatmap", "offset"), cached)
+            self.heads = OnnxRuntimeNetwork(DekrHeads(self.model), ("heatmap", "offset_features"), cached)
 
         self.rescore_net = None
         self.rescore_weights = WeightsInfo(None, None)
@@ -592,16 +729,28 @@ class DekrPredictor(Predictor):
 
     # -- infer ------------------------------------------------------------------------------
 
-    def merged_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(heatmap, posemap) of a normalised batch, flip-merged when flip test is on."""
+    def network_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(heatmap, offset features) of a normalised batch, the mirrored batch after it when flip test is on;
+        the heatmaps flip-merged."""
         n = len(x)
         with autocast(self.device, self.half):
-            heat, offset = self.model((torch.cat([x, flip_input(x)]) if self.flip else x)
-                                      .contiguous(memory_format=torch.channels_last))
-        heat, offset = heat.float(), offset.float()
+            heat, features = self.heads((torch.cat([x, flip_input(x)]) if self.flip else x)
+                                        .contiguous(memory_format=torch.channels_last))
+        heat, features = heat.float(), features.float()
+        return (merge_flip_heat(heat[:n], heat[n:], self.cfg["flip_index"]) if self.flip else heat), features
+
+    def poses_at(self, features: torch.Tensor, image: torch.Tensor, row: torch.Tensor, column: torch.Tensor
+                 ) -> torch.Tensor:
+        """(M, J, 2) poses regressed at grid pixels of the batch's images, flip-merged when flip test is on."""
         if not self.flip:
-            return heat, regressed_poses(offset)
-        return merge_flip(heat[:n], offset[:n], heat[n:], offset[n:], self.cfg["flip_index"])
+            return regressed_poses(self.model.point_offsets(features, image, row, column), row, column)
+        width = features.shape[-1]
+        mirrored_column = width - 1 - column
+        offsets = self.model.point_offsets(features, torch.cat([image, image + len(features) // 2]),
+                                           torch.cat([row, row]), torch.cat([column, mirrored_column]))
+        plain, mirrored = offsets[:len(row)], offsets[len(row):]
+        return merge_flip_poses(regressed_poses(plain, row, column), regressed_poses(mirrored, row, mirrored_column),
+                                width, self.cfg["flip_index"])
 
     @torch.inference_mode()
     def infer(self, prepared: list[DekrInput]) -> list[DekrRaw]:
@@ -614,8 +763,13 @@ class DekrPredictor(Predictor):
                 groups.setdefault(tuple(item.inputs[si].shape), []).append(i)
             for members in groups.values():
                 batch = to_device(torch.stack([prepared[i].inputs[si] for i in members]), self.device)
-                heat, posemap = self.merged_outputs(batch)
+                heat, features = self.network_outputs(batch)
                 upsampled = upsampled_size(heat, ratio / s)
+                peaks = [center_peaks(heat[b, -1], self.max_people, self.center_threshold)
+                         for b in range(len(members))]
+                image = torch.cat([torch.full_like(index, b) for b, (index, _) in enumerate(peaks)])
+                index = torch.cat([index for index, _ in peaks])
+                poses = (ratio / s) * self.poses_at(features, image, index // heat.shape[-1], index % heat.shape[-1])
                 for b, i in enumerate(members):
                     base_w, base_h = prepared[i].base_size
                     if upsampled != (base_h, base_w):
@@ -623,10 +777,9 @@ class DekrPredictor(Predictor):
                                            f"not the scale-1 input size {base_w}x{base_h}",
                                            "use scales such as 0.5,1,2")
                     maps[i].append((heat[b], ratio / s))
-                    index, score = center_peaks(heat[b, -1], self.max_people, self.center_threshold)
-                    h, w, j = posemap.shape[1:4]
-                    pose = (ratio / s) * posemap[b].reshape(h * w, j, 2)[index]
-                    found[i].append(torch.cat([pose, score[:, None, None].expand(-1, j, 1)], 2))
+                    score = peaks[b][1]
+                    pose = poses[image == b]
+                    found[i].append(torch.cat([pose, score[:, None, None].expand(-1, pose.shape[1], 1)], 2))
         raws = []
         for i in range(len(prepared)):
             proposals = torch.cat(found[i])

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import MeshcliError
 
 BACKENDS = ("torch", "onnxruntime")
-GRAPH_VERSION = 2  # changes when what the export traces changes: cached graphs of older versions are not used
+GRAPH_VERSION = 3  # changes when what the export traces changes: cached graphs of older versions are not used
 EXAMPLE_SIZE = 128  # side of the traced example input: any multiple of 32 works, a small one traces fastest
 
 
