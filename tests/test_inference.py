@@ -9,7 +9,7 @@ from torch import nn
 from meshcli.methods import dekr
 from meshcli.models import inference
 from meshcli.models.hrnet import HRNet
-from meshcli.models.inference import NchwConv1x1, fold_batchnorm, for_inference
+from meshcli.models.inference import fold_batchnorm, for_inference
 
 
 def randomise_batchnorms(model: nn.Module, seed: int) -> None:
@@ -63,21 +63,6 @@ def test_fused_adapt_block_equals_the_official_block():
     torch.testing.assert_close(got_nhwc, want, rtol=1e-4, atol=1e-4)
 
 
-def test_nchw_conv1x1_reads_channels_last_and_writes_nchw():
-    torch.manual_seed(4)
-    conv = NchwConv1x1(6, 5, 1)
-    x = torch.randn(2, 6, 7, 9).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        got = conv(x)
-        want = F.conv2d(x, conv.weight, conv.bias)
-        conv.bias = None
-        got_unbiased = conv(x)
-        want_unbiased = F.conv2d(x, conv.weight)
-    assert got.is_contiguous() and got_unbiased.is_contiguous()
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got_unbiased, want_unbiased, rtol=1e-5, atol=1e-5)
-
-
 def test_dekr_inference_form_equals_the_official_network():
     """inference_form, then for_inference: the same outputs as the official modules, offsets reaching outside."""
     torch.manual_seed(5)
@@ -94,7 +79,6 @@ def test_dekr_inference_form_equals_the_official_network():
         want = net(x)
         fused = for_inference(net.inference_form(), torch.device("cpu"))
         got = fused(x.contiguous(memory_format=torch.channels_last))
-    assert all(isinstance(conv, NchwConv1x1) for conv in fused.branchwise_transitions.convs)
     assert float(want[1].abs().mean()) > 0.1
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)

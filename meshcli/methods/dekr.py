@@ -202,14 +202,14 @@ class PointOffsetHead(nn.Module):
         (N, J*C, h, w): for each joint its (x, y) channels, as the dense head's output there."""
         joints = len(self.final_weight)
         n, _, h, w = features.shape
-        # one row of C values per (image, row, column, joint): a view of channels_last features, else a copy
-        table = features.permute(0, 2, 3, 1).reshape(n * h * w * joints, -1)
+        # (pixel, joint) -> the joint's C values there: a view of channels_last features, else a copy
+        table = features.permute(0, 2, 3, 1).reshape(n * h * w, joints, -1)
         joint = torch.arange(joints, device=features.device)
 
         def read_features(image, row, column):
             inside = (row >= 0) & (row < h) & (column >= 0) & (column < w)
             pixel = (image * h + row.clamp(0, h - 1)) * w + column.clamp(0, w - 1)
-            values = table[pixel * joints + joint.view(-1, *[1] * (pixel.dim() - 1))]
+            values = table[pixel, joint.view(-1, *[1] * (pixel.dim() - 1))]
             return values.masked_fill_(~inside[..., None], 0)
 
         def read_first(image, row, column):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .inference import NchwConv1x1, conv_bn_relu, fold_into
+from .inference import conv_bn_relu, fold_into
 from .resnet import BasicBlock, Bottleneck
 
 
@@ -122,8 +122,9 @@ class BranchwiseConv1x1(nn.Module):
 
     Resizing the branches and a 1x1 convolution are both linear and act on different axes, so each branch's
     share of the weights runs at the branch's own resolution and the results are resized and summed: about a
-    seventh of the multiply-adds, and the wide concatenation is never written. ``forward`` returns one NCHW
-    tensor per layer, in order (NCHW: there each group of a layer's channels is one block per image).
+    seventh of the multiply-adds, and the wide concatenation is never written. The first branch's convolution
+    adds that sum and applies the ReLU in the same call (``conv_bn_relu``). ``forward`` returns one tensor per
+    layer, in order, as channel slices of one channels_last tensor: each pixel's values side by side.
     """
 
     def __init__(self, layers: Sequence[ConvBN], branch_channels: Sequence[int]):
@@ -135,15 +136,18 @@ class BranchwiseConv1x1(nn.Module):
         self.out_channels = [len(w) for w, _ in folded]
         self.convs = nn.ModuleList()
         for b, share in enumerate(weight.split(list(branch_channels), 1)):  # each branch's input channels
-            conv = NchwConv1x1(share.shape[1], len(weight), 1, bias=b == 0)
+            conv = nn.Conv2d(share.shape[1], len(weight), 1, bias=b == 0)
             conv.weight = nn.Parameter(share.clone(), requires_grad=False)
             if b == 0:
                 conv.bias = nn.Parameter(torch.cat([bias for _, bias in folded]), requires_grad=False)
             self.convs.append(conv)
+        self.folded = nn.Identity()  # where the BatchNorm was: conv_bn_relu fuses what follows a folded one
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         size = feats[0].shape[-2:]
-        y = self.convs[0](feats[0])
-        for conv, f in zip(self.convs[1:], feats[1:]):
-            y += F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False)
-        return y.relu_().split(self.out_channels, 1)
+        lower = [F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False)
+                 for conv, f in zip(self.convs[1:], feats[1:])]
+        for resized in lower[1:]:
+            lower[0] += resized
+        y = conv_bn_relu(self.convs[0], self.folded, feats[0], residual=lower[0] if lower else None)
+        return y.split(self.out_channels, 1)

@@ -90,19 +90,3 @@ def conv_bn_relu(conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor, residual: torc
     if residual is not None:
         y = y + residual
     return F.relu(y) if relu else y
-
-
-class NchwConv1x1(nn.Conv2d):
-    """A dense 1x1 Conv2d as one batched matmul: it reads a channels_last input in place and writes NCHW.
-
-    Cheaper than a channels_last convolution followed by a layout copy, where what comes next wants NCHW.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.onnx.is_in_onnx_export():  # an ONNX graph has no layouts: the plain conv
-            return super().forward(x)
-        n, _, h, w = x.shape
-        weight = self.weight.view(1, self.out_channels, -1).expand(n, -1, -1)
-        if self.bias is None:
-            return torch.bmm(weight, x.flatten(2)).view(n, -1, h, w)
-        return torch.baddbmm(self.bias[:, None], weight, x.flatten(2)).view(n, -1, h, w)
