@@ -1,10 +1,10 @@
 """``--backend onnxruntime``: a network exported once to ONNX and run by ONNX Runtime on the CPU.
 
-Measured on this project's 2-core CPU (``benchmarks/onnx_dekr.py``, interleaved runs), DEKR's forward takes
-0.7-0.8x the best PyTorch CPU path's time (0.3x on a machine busy with other work), outputs within 1e-6 of it.
-The export traces the network in the form meshcli runs it (BatchNorm folded, the deformable convolution as one
-im2col matmul) with batch, height and width left free, so one graph serves every input size. Tracing takes
-seconds to tens of seconds, so the graph
+For DEKR the export is the network in the form meshcli runs it (BatchNorm folded, the transitions branchwise)
+short of its offset head, which runs at the centre peaks in PyTorch with either backend (``DekrHeads``).
+Measured on this project's 2-core CPU (``benchmarks/onnx_dekr.py``, interleaved runs), that part of DEKR takes
+0.84x the PyTorch path's time on a quiet machine, outputs within 3e-7 of it. Batch, height and width are left
+free, so one graph serves every input size. Exporting takes seconds, so the graph
 of a checkpoint is kept in the weights store (``onnx/``, named by the checkpoint's sha256) and later runs load
 it; untrained weights are traced every time.
 """
