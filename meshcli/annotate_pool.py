@@ -37,12 +37,15 @@ class OrderedPool:
         self._work, self._on_exit = work, on_exit
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: deque[tuple[Any, Future]] = deque()
+        self._retired = False
         self._threads = [threading.Thread(target=self._serve, daemon=True, name=f"{name}-{k}")
                          for k in range(self.workers)]
         for thread in self._threads:
             thread.start()
 
     def submit(self, item: Any) -> None:
+        if self._retired:
+            raise RuntimeError("OrderedPool.submit after retire")
         future: Future = Future()
         self._pending.append((item, future))
         self._jobs.put((future, item))
@@ -60,11 +63,18 @@ class OrderedPool:
             future.cancel()
         self._pending.clear()
 
+    def retire(self) -> None:
+        """Let the workers end once they finish what they are running, each freeing its resources on the way
+        out, without waiting for them (the caller can finish its own work meanwhile); nothing more is run."""
+        if not self._retired:
+            self._retired = True
+            for _ in self._threads:
+                self._jobs.put(None)
+
     def close(self) -> None:
-        """Stop the workers once they finish what they are running; each frees its resources on the way out."""
+        """Forget what is in flight, retire the workers and wait until they have ended."""
         self.discard()
-        for _ in self._threads:
-            self._jobs.put(None)
+        self.retire()
         for thread in self._threads:
             thread.join()
 

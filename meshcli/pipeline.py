@@ -86,6 +86,7 @@ class _Start:
 class _End:
     input: Input
     error: MeshcliError | None = None
+    last: bool = False  # no input follows this one
 
 
 @dataclass
@@ -202,7 +203,7 @@ class Pipeline:
     def _decode(self, inputs: list[Input], out: queue.Queue, summary: RunSummary, stop: threading.Event) -> None:
         times = summary.times
         detector = self.predictor.detector
-        for inp in inputs:
+        for k, inp in enumerate(inputs):
             if stop.is_set():
                 break
             try:
@@ -231,7 +232,7 @@ class Pipeline:
                     _put(out, _Item(frame, prepared), stop)
             except Exception as err:  # noqa: BLE001 - any failure ends this input only
                 error = _as_error(err, inp, "reading or preprocessing")
-            _put(out, _End(inp, error), stop)
+            _put(out, _End(inp, error, last=k == len(inputs) - 1), stop)
         _put(out, _STOP, stop)
 
     # -- detect and model threads: device batches ---------------------------------------------
@@ -356,6 +357,8 @@ class Pipeline:
                                               current.input, times, results, stop, wait=True)
                         if stop.is_set():  # the run was stopped (Ctrl-C, the caller left) before this input ended
                             raise _cancelled(msg.input)
+                        if msg.last:  # nothing more to draw: the workers free their OpenGL contexts meanwhile
+                            pool.retire()
                         self._check_some_frame_read(msg.input, sinks)
                         for sink in sinks:  # every output complete under its temporary name ...
                             if isinstance(sink, NpzSink):

@@ -12,6 +12,7 @@ import pytest
 
 from meshcli.draw import stamp
 from meshcli.annotate_pool import OrderedPool
+from meshcli.io.sinks import NpzSink
 from meshcli.pipeline import Pipeline, RunSummary
 from meshcli.types import WeightsInfo
 
@@ -133,6 +134,44 @@ def test_stopping_early_ends_the_pool_and_writes_nothing(tmp_path):
     assert list((tmp_path / "out").iterdir()) == [] and "cancelled" in summary.failures[0].line()
     assert not [t for t in threading.enumerate() if t.name.startswith("meshcli-annotate")]
     assert sorted(predictor.released) == sorted(predictor.threads)
+
+
+def test_the_workers_free_their_resources_while_the_last_input_is_finished(tmp_path, monkeypatch):
+    """After the last input's frames are drawn the workers end (freeing their OpenGL contexts) while its outputs
+    are finished: the pool's teardown does not wait behind, say, the video encoder's flush."""
+    video = write_video(tmp_path / "clip.mp4", frames=6)
+    predictor = SlowAnnotate()
+    freed_when_finishing = []
+    finish = NpzSink.finish
+
+    def finish_once_freed(sink):
+        deadline = time.monotonic() + 10  # without the early retire they are freed only after this returns
+        while len(predictor.released) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        freed_when_finishing.append(sorted(predictor.released))
+        finish(sink)
+
+    monkeypatch.setattr(NpzSink, "finish", finish_once_freed)
+    summary = Pipeline(predictor, tmp_path / "out", batch_size=2, render_workers=2).run([str(video)])
+    assert not summary.failures and (tmp_path / "out" / "clip.npz").is_file()
+    assert freed_when_finishing == [["meshcli-annotate-0", "meshcli-annotate-1"]]
+
+
+def test_a_retired_pool_runs_nothing_more_and_still_closes():
+    ended = []
+    pool = OrderedPool(lambda k: k, workers=2, on_exit=lambda: ended.append(threading.current_thread().name))
+    pool.submit(1)
+    assert list(pool.ready(wait=True)) == [(1, 1)]
+    pool.retire()
+    pool.retire()  # once is enough
+    with pytest.raises(RuntimeError, match="after retire"):
+        pool.submit(2)
+    deadline = time.monotonic() + 10
+    while len(ended) < 2 and time.monotonic() < deadline:  # they end without close()
+        time.sleep(0.01)
+    assert sorted(ended) == ["meshcli-annotate-0", "meshcli-annotate-1"]
+    pool.close()
+    assert len(ended) == 2
 
 
 def test_the_look_ahead_is_bounded():
