@@ -76,10 +76,6 @@ def deform_conv2d_torch(x: torch.Tensor, offset: torch.Tensor, weight: torch.Ten
     wo = offset.shape[-1]
     w2d = weight.reshape(out_ch, -1)
     chunks = _columns(x, offset, kh, kw, stride, padding, dilation, budget_bytes)
-    if torch.onnx.is_in_onnx_export():  # one chunk, no in-place writes, every size taken from a tensor
-        cols = next(chunks)[2]
-        out = torch.matmul(w2d, cols).reshape(x.shape[0], out_ch, offset.shape[2], offset.shape[3])
-        return out if bias is None else out + bias[None, :, None, None]
     out = torch.cat([torch.matmul(w2d, cols).view(n, out_ch, r1 - r0, wo) for r0, r1, cols in chunks], 2)
     return out if bias is None else out.add_(bias[None, :, None, None])
 
@@ -98,13 +94,11 @@ def _columns(x: torch.Tensor, offset: torch.Tensor, kh: int, kw: int, stride: in
     tap_x = (torch.arange(kw, device=x.device, dtype=x.dtype) * dilation).repeat(kh)
     base_y = (2 * (ys[None, :, None] + tap_y[:, None, None]) + 1) / h - 1  # (taps, Ho, 1)
     base_x = (2 * (xs[None, None, :] + tap_x[:, None, None]) + 1) / w - 1  # (taps, 1, Wo)
-    whole = torch.onnx.is_in_onnx_export()  # an exported graph works for any size: one chunk, nothing sliced
-    rows_per_chunk = ho if whole else max(1, budget_bytes // (x.element_size() * n * (c + 2) * taps * wo))
+    rows_per_chunk = max(1, budget_bytes // (x.element_size() * n * (c + 2) * taps * wo))
     for r0 in range(0, ho, rows_per_chunk):
         r1 = min(ho, r0 + rows_per_chunk)
-        rows = slice(None) if whole else slice(r0, r1)
-        off = offset[:, :, rows].unflatten(1, (taps, 2))  # (N, taps, dy|dx, rows, Wo)
-        grid = torch.stack([base_x + off[:, :, 1] * (2 / w), base_y[:, rows] + off[:, :, 0] * (2 / h)], -1)
+        off = offset[:, :, r0:r1].unflatten(1, (taps, 2))  # (N, taps, dy|dx, rows, Wo)
+        grid = torch.stack([base_x + off[:, :, 1] * (2 / w), base_y[:, r0:r1] + off[:, :, 0] * (2 / h)], -1)
         cols = F.grid_sample(x, grid.flatten(1, 2), mode="bilinear",
                              padding_mode="zeros", align_corners=False)  # (N, C, taps*rows, Wo)
         yield r0, r1, cols.flatten(2).unflatten(2, (taps, -1)).flatten(1, 2)  # (N, C*taps, rows*Wo)
