@@ -141,7 +141,6 @@ class BranchwiseConv1x1(nn.Module):
             if b == 0:
                 conv.bias = nn.Parameter(torch.cat([bias for _, bias in folded]), requires_grad=False)
             self.convs.append(conv)
-        self.folded = nn.Identity()  # where the BatchNorm was: conv_bn_relu fuses what follows a folded one
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         size = feats[0].shape[-2:]
@@ -149,5 +148,5 @@ class BranchwiseConv1x1(nn.Module):
                  for conv, f in zip(self.convs[1:], feats[1:])]
         for resized in lower[1:]:
             lower[0] += resized
-        y = conv_bn_relu(self.convs[0], self.folded, feats[0], residual=lower[0] if lower else None)
+        y = conv_bn_relu(self.convs[0], None, feats[0], residual=lower[0] if lower else None)
         return y.split(self.out_channels, 1)

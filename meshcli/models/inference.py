@@ -71,22 +71,25 @@ def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(device, memory_format=torch.channels_last)
 
 
-def _fusable(conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor) -> bool:
-    """Whether oneDNN can run ``conv`` with its post-ops here: BatchNorm folded, CPU float32, no autograd, not traced."""
-    return (_CONV_POINTWISE is not None and isinstance(bn, nn.Identity) and x.device.type == "cpu"
+def _fusable(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor) -> bool:
+    """Whether oneDNN can run ``conv`` with its post-ops here: BatchNorm folded (or none), CPU float32, no
+    autograd, not traced."""
+    return (_CONV_POINTWISE is not None and (bn is None or isinstance(bn, nn.Identity)) and x.device.type == "cpu"
             and x.dtype == torch.float32 and not torch.is_grad_enabled() and not torch.jit.is_tracing()
             and isinstance(conv.padding, tuple) and conv.padding_mode == "zeros")
 
 
-def conv_bn_relu(conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = None,
+def conv_bn_relu(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor, residual: torch.Tensor | None = None,
                  relu: bool = True) -> torch.Tensor:
-    """``relu(bn(conv(x)) + residual)`` (the add and the ReLU optional): one oneDNN call once ``bn`` is folded."""
+    """``relu(bn(conv(x)) + residual)`` (the add and the ReLU optional): one oneDNN call once ``bn`` is folded.
+
+    ``bn`` None: a convolution with no BatchNorm after it."""
     if _fusable(conv, bn, x):
         args = (conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
         if residual is None:
             return _CONV_POINTWISE(x, *args, "relu" if relu else "none", [], "")
         return _CONV_POINTWISE.binary(x, residual, *args, "add", 1.0, "relu" if relu else None, [], "")
-    y = bn(conv(x))
+    y = conv(x) if bn is None else bn(conv(x))
     if residual is not None:
         y = y + residual
     return F.relu(y) if relu else y
