@@ -178,21 +178,24 @@ class PointOffsetHead(nn.Module):
 
     def __init__(self, layers: nn.ModuleList, finals: nn.ModuleList):
         super().__init__()
-        if not all(isinstance(block, FusedAdaptBlock) for blocks in layers for block in blocks):
+        every = [block for blocks in layers for block in blocks]
+        if not all(isinstance(block, FusedAdaptBlock) for block in every):
             raise ValueError("PointOffsetHead takes the fused blocks (DekrNet.fuse_offset_blocks)")
-        self.dilations = []
-        for b, blocks in enumerate(zip(*layers)):  # the joints' blocks at one depth
-            deform = blocks[0].adapt_conv
-            if deform.stride != 1 or deform.padding != deform.dilation:
-                raise ValueError("PointOffsetHead takes 3x3 deformable convolutions that keep the grid size")
-            self.dilations.append(deform.dilation)
-            # (J, 9 taps x C in, out): the rows in the order the gathered neighbours come in (tap, channel)
-            self.register_buffer(f"offset_weight{b}", torch.stack(
-                [k.offset_conv.weight.permute(2, 3, 1, 0).flatten(0, 2) for k in blocks]))
-            self.register_buffer(f"offset_bias{b}", torch.stack([k.offset_conv.bias[None] for k in blocks]))
-            self.register_buffer(f"adapt_weight{b}", torch.stack(
-                [k.adapt_conv.weight.permute(2, 3, 1, 0).flatten(0, 2) for k in blocks]))
-            self.register_buffer(f"adapt_bias{b}", torch.stack([k.adapt_conv.bias[None] for k in blocks]))
+        if any(k.adapt_conv.stride != 1 or k.adapt_conv.padding != k.adapt_conv.dilation for k in every):
+            raise ValueError("PointOffsetHead takes 3x3 deformable convolutions that keep the grid size")
+        depths = list(zip(*layers))  # per depth, the joints' blocks
+        self.dilations = [blocks[0].adapt_conv.dilation for blocks in depths]
+
+        def by_depth(tensor) -> torch.Tensor:  # (depth, J, ...) from each block's tensor
+            return torch.stack([torch.stack([tensor(k) for k in blocks]) for blocks in depths])
+
+        def by_tap(weight: torch.Tensor) -> torch.Tensor:  # (9 taps x C in, out): rows as the neighbours are read
+            return weight.permute(2, 3, 1, 0).flatten(0, 2)
+
+        self.register_buffer("offset_weight", by_depth(lambda k: by_tap(k.offset_conv.weight)))
+        self.register_buffer("offset_bias", by_depth(lambda k: k.offset_conv.bias[None]))
+        self.register_buffer("adapt_weight", by_depth(lambda k: by_tap(k.adapt_conv.weight)))
+        self.register_buffer("adapt_bias", by_depth(lambda k: k.adapt_conv.bias[None]))
         self.register_buffer("final_weight", torch.stack([f.weight[:, :, 0, 0].t() for f in finals]))
         self.register_buffer("final_bias", torch.stack([f.bias[None] for f in finals]))
 
@@ -207,7 +210,7 @@ class PointOffsetHead(nn.Module):
         joint = torch.arange(joints, device=features.device)
 
         def read_features(image, row, column):
-            inside = (row >= 0) & (row < h) & (column >= 0) & (column < w)
+            inside = _in_grid(row, column, h, w)
             pixel = (image * h + row.clamp(0, h - 1)) * w + column.clamp(0, w - 1)
             values = table[pixel, joint.view(-1, *[1] * (pixel.dim() - 1))]
             return values.masked_fill_(~inside[..., None], 0)
@@ -231,15 +234,18 @@ class PointOffsetHead(nn.Module):
         taps_y, taps_x = _TAP_ROWS.to(row.device), _TAP_COLUMNS.to(row.device)
         images = image[..., None].expand(*image.shape, len(taps_y))
         neighbours = read(images, row[..., None] + taps_y, column[..., None] + taps_x)  # (J, P, 9, C)
-        offsets = torch.baddbmm(getattr(self, f"offset_bias{depth}"), neighbours.flatten(2),
-                                getattr(self, f"offset_weight{depth}"))  # (J, P, 18): dy, dx per tap
+        offsets = torch.baddbmm(self.offset_bias[depth], neighbours.flatten(2),
+                                self.offset_weight[depth])  # (J, P, 18): dy, dx per tap
         dilation = self.dilations[depth]
         sample_y = (row[..., None] + dilation * taps_y).to(offsets.dtype) + offsets[..., 0::2]
         sample_x = (column[..., None] + dilation * taps_x).to(offsets.dtype) + offsets[..., 1::2]
         sampled = _bilinear(read, images, sample_y, sample_x)
-        out = torch.baddbmm(getattr(self, f"adapt_bias{depth}"), sampled.flatten(2),
-                            getattr(self, f"adapt_weight{depth}"))
+        out = torch.baddbmm(self.adapt_bias[depth], sampled.flatten(2), self.adapt_weight[depth])
         return out.add_(neighbours[:, :, len(taps_y) // 2]).relu_()  # + the block's input at the pixel itself
+
+
+def _in_grid(row: torch.Tensor, column: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    return (row >= 0) & (row < h) & (column >= 0) & (column < w)
 
 
 def _at_pixels(evaluate, image: torch.Tensor, row: torch.Tensor, column: torch.Tensor,
@@ -248,7 +254,7 @@ def _at_pixels(evaluate, image: torch.Tensor, row: torch.Tensor, column: torch.T
     distinct pixel of a joint evaluated once, zero outside the grid (the padding of the next block)."""
     n, h, w = grid
     joints = len(row)
-    inside = (row >= 0) & (row < h) & (column >= 0) & (column < w)
+    inside = _in_grid(row, column, h, w)
     joint = torch.arange(joints, device=row.device).view(-1, *[1] * (row.dim() - 1))
     distinct, where = torch.unique((((joint * n + image) * h + row) * w + column)[inside], return_inverse=True)
     owner, pixel = distinct // (n * h * w), distinct % (n * h * w)  # sorted by joint, then by pixel
