@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="row label (default: the bench arguments)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--new-args", default="",
-                        help="extra bench arguments for this checkout only, given as --new-args='--backend onnxruntime'")
+                        help="extra bench arguments for this checkout only, e.g. --new-args='--backend onnxruntime'")
     parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="-- then the arguments of meshcli bench")
     opts = parser.parse_args()
     args = [a for a in opts.bench_args if a != "--"]

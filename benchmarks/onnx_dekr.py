@@ -49,7 +49,8 @@ def main() -> None:
 
     difference = max(float(np.abs(a - b).max()) for a, b in zip(run_torch(), run_ort()))  # also warms both up
     seconds = interleaved({"torch": run_torch, "onnxruntime": run_ort}, args.rounds)
-    print(f"DEKR network short of the offset head, batch 2 x {args.height}x{args.width}, {torch.get_num_threads()} threads, "
+    print(f"DEKR network short of the offset head, batch 2 x {args.height}x{args.width}, "
+          f"{torch.get_num_threads()} threads, "
           f"median of {args.rounds} interleaved; largest output difference {difference:.2e}; export and "
           f"session {export_s:.1f} s (once per checkpoint: the store keeps the graph)")
     print_table("backend", seconds, base="torch")
